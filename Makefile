@@ -1,0 +1,36 @@
+# edge-inspector: `make run` shows the station working offline, `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EI     := $(VENV)/bin/edge-inspector
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUN    ?= out/demo
+HIDES  ?= 3
+SEED   ?= 7
+
+.PHONY: run test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+# Synthetic 8K recording -> default model -> replay -> summary, hide maps, SQLite, eval.
+run: $(STAMP)
+	mkdir -p $(RUN)
+	$(EI) synth -o $(RUN)/hides.raw --hides $(HIDES) --seed $(SEED)
+	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN)
+	$(EI) eval $(RUN) --truth $(RUN)/hides.raw.gt.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(EI) bench --no-model --station configs/stations/demo-8k.toml
+	$(EI) bench --station configs/stations/demo-8k.toml
+
+clean:
+	rm -rf out .pytest_cache

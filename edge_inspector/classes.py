@@ -1,0 +1,39 @@
+"""Defect classes of the synthetic hides and the station's default vocabulary."""
+
+from __future__ import annotations
+
+# Ground-truth classes the synthetic generator draws, with a colour (BGR) for hide maps.
+DEFECT_CLASSES: tuple[str, ...] = (
+    "hole",
+    "cut",
+    "scratch",
+    "black_dot",
+    "white_dot",
+    "color_streak",
+    "wrinkle",
+    "tick_bite",
+    "brand",
+)
+
+CLASS_COLORS_BGR: dict[str, tuple[int, int, int]] = {
+    "hole": (0, 0, 255),
+    "cut": (0, 128, 255),
+    "scratch": (0, 255, 255),
+    "black_dot": (255, 0, 255),
+    "white_dot": (255, 255, 0),
+    "color_streak": (255, 0, 0),
+    "wrinkle": (0, 255, 0),
+    "tick_bite": (128, 0, 255),
+    "brand": (255, 128, 0),
+    "dark": (255, 0, 255),
+    "bright": (255, 255, 0),
+    "defect": (0, 0, 255),
+}
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """Colour used on hide maps; unknown class names get a stable colour from their hash."""
+    if name in CLASS_COLORS_BGR:
+        return CLASS_COLORS_BGR[name]
+    h = sum(ord(c) * 31**i for i, c in enumerate(name)) & 0xFFFFFF
+    return (h & 0xFF, (h >> 8) & 0xFF, (h >> 16) & 0xFF)

@@ -1,0 +1,228 @@
+"""Station configuration: a TOML file validated with pydantic.
+
+``load_station(path)`` returns a ``Station`` or raises ``ConfigError`` listing every problem,
+each with its field and a fix.  ``edge-inspector check-config FILE`` prints the same list.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StationInfo(BaseModel):
+    model_config = _STRICT
+    name: str = "station"
+
+
+class Camera(BaseModel):
+    """Camera geometry. ``mm_per_line`` is belt travel per line (encoder-triggered lines)."""
+
+    model_config = _STRICT
+    width: int = Field(8192, gt=0, description="pixels per line")
+    channels: Literal[1, 3] = 3
+    dtype: Literal["uint8", "uint16"] = "uint8"
+    pixel_format: str = "RGB8"
+    line_rate_hz: float = Field(2700.0, gt=0)
+    mm_per_px: float = Field(0.37, gt=0)
+    mm_per_line: float = Field(0.37, gt=0)
+    across_table: str | None = Field(
+        None, description=".npy file with width+1 across positions (mm) of the pixel edges"
+    )
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["replay", "synthetic", "genicam"] = "replay"
+    path: str | None = None
+    block_lines: int = Field(512, gt=0, description="lines per LineBlock")
+
+
+class Tiling(BaseModel):
+    model_config = _STRICT
+    tile: int = Field(2048, gt=0, description="tile height and width in px")
+    overlap: int = Field(128, ge=0, description="overlap with the neighbouring tiles in px")
+    ring_slots: int = Field(4, ge=2, description="strip slots in the tile ring")
+    flat_field: str | None = Field(
+        None, description=".npz with per-column 'gain' and 'offset' arrays (width,) or (width, channels)"
+    )
+
+
+class HideDetection(BaseModel):
+    """How a line tells hide from belt: mean |pixel - belt_level| over channels > threshold."""
+
+    model_config = _STRICT
+    belt_level: list[float] = Field(default_factory=lambda: [38.0, 40.0, 42.0])
+    threshold: float = Field(28.0, gt=0)
+    subsample: int = Field(8, ge=1, description="look at every n-th pixel and line")
+    min_hide_lines: int = Field(64, ge=1, description="lines with hide before a hide starts")
+    gap_lines: int = Field(64, ge=1, description="lines without hide before a hide ends")
+    min_px_per_line: int = Field(16, ge=1, description="hide pixels (subsampled) for a line to count")
+
+
+class ModelCfg(BaseModel):
+    model_config = _STRICT
+    path: str = Field("builtin:default", description="ONNX file, or builtin:default / builtin:baseline")
+    decoder: Literal["auto", "segmentation", "detection", "anomaly", "classification", "yolo"] = "auto"
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    require_provider: bool = Field(False, description="refuse to run on anything but providers[0]")
+    score_threshold: float | None = Field(None, ge=0, le=1, description="None: the model's default")
+    min_area_px: int = Field(6, ge=0)
+    batch: int = Field(0, ge=0, description="tiles per inference call; 0 = the tiles of one strip")
+    intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+
+
+class Belt(BaseModel):
+    """Belt and marker geometry, used for the marking-feasibility check (ARCHITECTURE.md 4)."""
+
+    model_config = _STRICT
+    speed_m_per_min: float = Field(60.0, gt=0)
+    marker_distance_mm: float = Field(4000.0, gt=0, description="camera line to marker")
+    margin_mm: float = Field(200.0, ge=0)
+    processing_latency_s: float = Field(1.5, ge=0, description="budget for inference + planning")
+
+
+class Merge(BaseModel):
+    model_config = _STRICT
+    ios: float = Field(0.5, gt=0, le=1, description="intersection over the smaller box to merge")
+    touch_px: float = Field(3.0, ge=0, description="boxes this close across a border merge")
+
+
+class Grading(BaseModel):
+    """Grade by defect area share of the hide: A below grade_a, B below grade_b, ... else D."""
+
+    model_config = _STRICT
+    grade_a: float = Field(0.001, ge=0)
+    grade_b: float = Field(0.005, ge=0)
+    grade_c: float = Field(0.02, ge=0)
+    min_inspected: float = Field(0.9, ge=0, le=1, description="below this a hide is graded U")
+
+
+class Outputs(BaseModel):
+    model_config = _STRICT
+    dir: str = "out"
+    hide_maps: bool = True
+    sqlite: bool = True
+    thumb_step: int = Field(8, ge=1)
+
+
+class Station(BaseModel):
+    model_config = _STRICT
+    station: StationInfo = Field(default_factory=StationInfo)
+    camera: Camera = Field(default_factory=Camera)
+    source: Source = Field(default_factory=Source)
+    tiling: Tiling = Field(default_factory=Tiling)
+    hide_detection: HideDetection = Field(default_factory=HideDetection)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    belt: Belt = Field(default_factory=Belt)
+    merge: Merge = Field(default_factory=Merge)
+    grading: Grading = Field(default_factory=Grading)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    # Path of the file this came from; relative paths in it resolve against its folder.
+    _path: Path | None = None
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "Station":
+        problems = geometry_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        pp = Path(p).expanduser()
+        if pp.is_absolute() or self._path is None:
+            return pp
+        return (self._path.parent / pp).resolve()
+
+    def strip_time_s(self) -> float:
+        return self.tiling.tile / self.camera.line_rate_hz
+
+
+def geometry_problems(st: Station) -> list[str]:
+    """Cross-field checks: tiling fits the line, marker far enough for the strip latency."""
+    out: list[str] = []
+    t, c = st.tiling, st.camera
+    if t.tile > c.width:
+        out.append(
+            f"tiling.tile: {t.tile} px is wider than the line (camera.width = {c.width});"
+            f" set tiling.tile <= {c.width}"
+        )
+    if t.overlap >= t.tile:
+        out.append(
+            f"tiling.overlap: {t.overlap} must be smaller than tiling.tile ({t.tile});"
+            f" the default is 128"
+        )
+    hd = st.hide_detection
+    if len(hd.belt_level) not in (1, c.channels):
+        out.append(
+            f"hide_detection.belt_level: {len(hd.belt_level)} values for a {c.channels}-channel"
+            f" camera; give 1 or {c.channels}"
+        )
+    b = st.belt
+    v = b.speed_m_per_min * 1000.0 / 60.0  # mm/s
+    strip_s = t.tile / c.line_rate_hz
+    need = v * (strip_s + b.processing_latency_s) + b.margin_mm
+    if b.marker_distance_mm <= need:
+        out.append(
+            f"belt.marker_distance_mm: {b.marker_distance_mm:g} mm is too short to mark in time:"
+            f" at {b.speed_m_per_min:g} m/min a strip of {t.tile} lines takes {strip_s:.3f} s"
+            f" and processing {b.processing_latency_s:g} s, so the marker must sit more than"
+            f" {need:.0f} mm after the camera; move the marker, lower belt.speed_m_per_min,"
+            f" or use a smaller tiling.tile"
+        )
+    return out
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p != "__root__") or "(top level)"
+
+
+def _problems_from(e: ValidationError) -> list[str]:
+    out: list[str] = []
+    for err in e.errors():
+        loc = _fmt_loc(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (typo?); see configs/stations/template.toml"
+        if err["type"] == "value_error" and not err["loc"]:
+            out.extend(m.strip() for m in str(err.get("ctx", {}).get("error", msg)).splitlines() if m.strip())
+            continue
+        given = err.get("input")
+        if err["type"] != "missing" and not isinstance(given, dict):
+            msg += f" (got {given!r})"
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def parse_station(data: dict[str, Any], path: str | Path = "<station>") -> Station:
+    try:
+        st = Station.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(path, _problems_from(e)) from None
+    st._path = Path(path).resolve() if str(path) != "<station>" else None
+    return st
+
+
+def load_station(path: str | Path | None) -> Station:
+    """Load and validate a station file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Station()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, ["file not found; give a station TOML (see configs/stations/)"])
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(p, [f"not valid TOML: {e}"]) from None
+    return parse_station(data, p)
