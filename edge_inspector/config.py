@@ -112,7 +112,6 @@ class Outputs(BaseModel):
     dir: str = "out"
     hide_maps: bool = True
     sqlite: bool = True
-    thumb_step: int = Field(8, ge=1)
 
 
 class Station(BaseModel):

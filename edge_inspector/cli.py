@@ -1,0 +1,178 @@
+"""Command line: ``edge-inspector <command>``. Bad input ends with one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _station(path: str | None):  # type: ignore[no-untyped-def]
+    from .config import load_station
+
+    return load_station(path)
+
+
+def cmd_check_config(a: argparse.Namespace) -> int:
+    from .config import load_station
+
+    bad = 0
+    for f in a.files:
+        try:
+            st = load_station(f)
+        except ConfigError as e:
+            bad += 1
+            print(f"{f}: {len(e.problems)} problem(s)")
+            for p in e.problems:
+                print(f"  - {p}")
+            continue
+        print(f"{f}: ok (station {st.station.name}, {st.camera.width} px x {st.camera.channels} ch,"
+              f" tile {st.tiling.tile}/{st.tiling.overlap}, strip {st.strip_time_s():.3f} s)")
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from .progress import Progress
+    from .synth import SynthConfig, write_recording
+
+    cfg = SynthConfig(hides=a.hides, seed=a.seed, width=a.width, channels=a.channels, masks=a.masks)
+    bar = Progress(1, f"synth {Path(a.output).name}")
+
+    def prog(done: int, total: int | None) -> None:
+        if total:
+            bar.total = total
+        bar.update(done)
+
+    truth = write_recording(Path(a.output), cfg, progress=prog)
+    bar.close()
+    n_def = sum(len(h["defects"]) for h in truth["hides"])
+    print(f"wrote {a.output}: {truth['n_lines']:,} lines x {truth['width']} px, {len(truth['hides'])} hides,"
+          f" {n_def} defects; truth in {a.output}.gt.json")
+    return 0
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    from .progress import Progress
+    from .replay import format_summary, replay
+
+    station = _station(a.station)
+    out = Path(a.out or station.outputs.dir)
+    headerless = {k: v for k, v in (("width", a.width), ("channels", a.channels), ("dtype", a.dtype)) if v is not None}
+    bar = Progress(1, f"replay {Path(a.recording).name}")
+
+    def prog(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done)
+
+    try:
+        stats, summary = replay(
+            Path(a.recording), station, out, station_given=a.station is not None, realtime=a.realtime,
+            model_path=a.model, verify_crc=not a.no_verify, skip_corrupt=a.skip_corrupt,
+            headerless=headerless, progress=prog,
+        )
+    finally:
+        bar.close()
+    print(format_summary(summary, out))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_report
+
+    run_dir = Path(a.run_dir)
+    truth = a.truth
+    if truth is None:
+        summ = run_dir / "summary.json"
+        if not summ.is_file():
+            raise InputError("no summary.json: give --truth", path=run_dir)
+        truth = json.loads(summ.read_text())["recording"] + ".gt.json"
+    report = evaluate(run_dir, Path(truth), tol_mm=a.tol_mm)
+    print(format_report(report))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import bench
+
+    station = _station(a.station)
+    res = bench(station, lines=a.lines, no_model=a.no_model, model_path=a.model)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-inspector", description="Leather-hide inspection station.")
+    p.add_argument("--version", action="version", version=f"edge-inspector {__version__}")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+    p.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("check-config", help="validate station files; list every problem")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(fn=cmd_check_config)
+
+    s = sub.add_parser("synth", help="write a synthetic 8K recording of hides with ground truth")
+    s.add_argument("-o", "--output", required=True, help="output .raw file (truth goes to OUTPUT.gt.json)")
+    s.add_argument("--hides", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--width", type=int, default=8192)
+    s.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    s.add_argument("--masks", action="store_true", help="also write per-hide class-index mask PNGs")
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("replay", help="inspect a recording offline")
+    s.add_argument("recording")
+    s.add_argument("--station", help="station TOML (default: built-in defaults, geometry from the recording)")
+    s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
+    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
+    s.add_argument("--realtime", action="store_true", help="replay at the recorded line rate with the live loss policy")
+    s.add_argument("--no-verify", action="store_true", help="skip CRC checks of blocks")
+    s.add_argument("--skip-corrupt", action="store_true", help="treat corrupt blocks as lost lines instead of stopping")
+    s.add_argument("--width", type=int, help="headerless dump: pixels per line")
+    s.add_argument("--channels", type=int, help="headerless dump: channels")
+    s.add_argument("--dtype", choices=("uint8", "uint16"), help="headerless dump: sample type")
+    s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("eval", help="compare a run's results with synthetic ground truth")
+    s.add_argument("run_dir")
+    s.add_argument("--truth", help="ground truth JSON (default: the run's recording + .gt.json)")
+    s.add_argument("--tol-mm", type=float, default=5.0, help="position tolerance in mm (default 5)")
+    s.add_argument("--json", help="also write the report as JSON here")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("bench", help="measure lines/s and tiles/s (JSON)")
+    s.add_argument("--station", help="station TOML (default: built-in 8K defaults)")
+    s.add_argument("--no-model", action="store_true", help="pipeline alone, no inference")
+    s.add_argument("--model", help="model to bench (overrides the station)")
+    s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .logs import configure
+
+    a = build_parser().parse_args(argv)
+    configure(a.log_level, json=True if a.log_json else None)
+    if getattr(a, "cmd", None) == "bench" and a.lines is None:
+        a.lines = 200_000 if a.no_model else 20_000
+    try:
+        return int(a.fn(a) or 0)
+    except InputError as e:
+        print(f"edge-inspector {a.cmd}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

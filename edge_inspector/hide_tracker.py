@@ -1,0 +1,177 @@
+"""Hide tracking: which lines hold a hide, and each hide's outline, area and thumbnail.
+
+Works on the stitcher's ``LineSamples`` (every ``step``-th pixel of every ``step``-th line).
+A sample is *hide* when the mean over channels of |pixel - belt_level| exceeds ``threshold``.
+A sampled line with at least ``min_px_per_line`` hide samples is a hide line. A hide starts
+with a run of hide lines at least ``min_hide_lines`` long and ends after ``gap_lines`` lines
+without hide. Hides follow each other along the belt (one hide across the belt at a time).
+A stretch of lost lines inside a hide neither ends it nor starts a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numba
+import numpy as np
+
+from .belt import BeltGeometry, belt_to_hide_mm
+from .config import HideDetection
+from .hide import Hide
+from .stitch import LineSamples
+
+
+@numba.njit(nogil=True, cache=True)
+def hide_mask(samples, belt, threshold):  # pragma: no cover - jit
+    """(n, w, c) samples -> (n, w) uint8 mask of hide samples and (n,) counts per row."""
+    n, w, c = samples.shape
+    mask = np.zeros((n, w), np.uint8)
+    counts = np.zeros(n, np.int32)
+    lim = threshold * c
+    for i in range(n):
+        cnt = 0
+        for x in range(w):
+            d = 0.0
+            for ch in range(c):
+                d += abs(float(samples[i, x, ch]) - belt[ch])
+            if d > lim:
+                mask[i, x] = 1
+                cnt += 1
+        counts[i] = cnt
+    return mask, counts
+
+
+@dataclass(slots=True)
+class _Building:
+    first_row_line: int  # line of the first sampled row of this hide
+    rows_mask: list[np.ndarray] = field(default_factory=list)
+    rows_img: list[np.ndarray] = field(default_factory=list)
+    last_hide_line: int = 0  # line of the last sampled row with hide
+    confirmed: bool = False
+
+
+class HideTracker:
+    """Turns LineSamples into Hide records (without defects; the assembler adds those)."""
+
+    def __init__(self, cfg: HideDetection, geometry: BeltGeometry, channels: int) -> None:
+        self.cfg = cfg
+        self.geo = geometry
+        belt = list(cfg.belt_level)
+        if len(belt) == 1:
+            belt = belt * channels
+        self.belt = np.asarray(belt, np.float64)
+        self._cur: _Building | None = None
+        self._next_id = 1
+        self._last_row_line: int | None = None
+        self.closed: list[Hide] = []  # hides whose last line is known, in order
+
+    @property
+    def open_hide_first_line(self) -> int | None:
+        """First line of the hide under the camera now (confirmed), if any."""
+        if self._cur is not None and self._cur.confirmed:
+            return self._cur.first_row_line
+        return None
+
+    @property
+    def open_hide_id(self) -> int:
+        return self._next_id
+
+    def push(self, ls: LineSamples) -> list[Hide]:
+        """Feed samples; returns the hides that ended with them."""
+        if len(ls.samples) == 0:
+            return []
+        mask, counts = hide_mask(ls.samples, self.belt, float(self.cfg.threshold))
+        step = ls.step
+        ended: list[Hide] = []
+        for i in range(len(counts)):
+            line = ls.first_line + i * step
+            if self._last_row_line is not None and line - self._last_row_line > step:
+                self._fill_gap(self._last_row_line, line, step, mask.shape[1], ls.samples.shape[2])
+            self._last_row_line = line
+            present = counts[i] >= self.cfg.min_px_per_line
+            cur = self._cur
+            if cur is None:
+                if present:
+                    self._cur = _Building(line, [mask[i]], [ls.samples[i]], line)
+                continue
+            if present:
+                cur.rows_mask.append(mask[i])
+                cur.rows_img.append(ls.samples[i])
+                cur.last_hide_line = line
+                if not cur.confirmed and line - cur.first_row_line + step >= self.cfg.min_hide_lines:
+                    cur.confirmed = True
+                continue
+            # no hide on this row
+            if line - cur.last_hide_line >= self.cfg.gap_lines:
+                if cur.confirmed:
+                    ended.append(self._close(cur, step))
+                self._cur = None
+            else:
+                cur.rows_mask.append(mask[i])
+                cur.rows_img.append(ls.samples[i])
+        self.closed.extend(ended)
+        return ended
+
+    def _fill_gap(self, prev: int, line: int, step: int, w: int, c: int) -> None:
+        """Lost lines: keep an open hide going; its thumbnail shows black, its mask repeats."""
+        cur = self._cur
+        if cur is None:
+            return
+        n = (line - prev) // step - 1
+        last = cur.rows_mask[-1]
+        for _ in range(n):
+            cur.rows_mask.append(last)
+            cur.rows_img.append(np.zeros((w, c), cur.rows_img[-1].dtype))
+        cur.last_hide_line = line - step
+
+    def finish(self, step: int) -> list[Hide]:
+        """End of stream: close the hide under the camera, if confirmed."""
+        ended: list[Hide] = []
+        if self._cur is not None and self._cur.confirmed:
+            ended.append(self._close(self._cur, step))
+        self._cur = None
+        self.closed.extend(ended)
+        return ended
+
+    def _close(self, cur: _Building, step: int) -> Hide:
+        n_rows = (cur.last_hide_line - cur.first_row_line) // step + 1
+        mask = np.stack(cur.rows_mask[:n_rows])
+        img = np.stack(cur.rows_img[:n_rows])
+        hid = self._next_id
+        self._next_id += 1
+        # Outline: the largest external contour of the cleaned-up mask, in sample coordinates.
+        m = cv2.morphologyEx(mask * 255, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            cnt = max(contours, key=cv2.contourArea)
+            cnt = cv2.approxPolyDP(cnt, 1.0, True).reshape(-1, 2).astype(np.float64)
+        else:
+            cnt = np.zeros((0, 2))
+        # Sample (col, row) -> pixel frame: centre of the sampled pixel, line of the row.
+        pts_px = np.stack([cnt[:, 0] * step + 0.5 * step, cur.first_row_line + cnt[:, 1] * step], 1) if len(cnt) else cnt
+        outline_belt = self.geo.px_to_belt_mm(pts_px) if len(cnt) else np.zeros((0, 2))
+        first_cols = np.flatnonzero(mask[0])
+        x_left = (first_cols[0] * step) if len(first_cols) else 0
+        origin = (float(self.geo.across_mm(x_left)), float(self.geo.along_mm(cur.first_row_line)))
+        area_m2 = float(mask.sum()) * step * step * self.geo.mm2_per_px() / 1e6
+        cols = np.flatnonzero(mask.any(axis=0))
+        c0 = max(0, int(cols[0]) - 4) if len(cols) else 0
+        c1 = min(mask.shape[1], int(cols[-1]) + 5) if len(cols) else mask.shape[1]
+        thumb = np.ascontiguousarray(img[:, c0:c1])
+        if thumb.dtype != np.uint8:
+            thumb = (thumb >> 8).astype(np.uint8)
+        if thumb.shape[2] == 1:
+            thumb = np.repeat(thumb, 3, axis=2)
+        return Hide(
+            hide_id=hid,
+            first_line=cur.first_row_line,
+            last_line=cur.last_hide_line + step - 1,
+            origin_belt_mm=origin,
+            outline_belt_mm=outline_belt,
+            outline_hide_mm=belt_to_hide_mm(outline_belt, origin),
+            area_m2=area_m2,
+            thumbnail=thumb,
+            thumb_step=step,
+            thumb_x0=c0 * step,
+        )

@@ -1,0 +1,155 @@
+"""Offline inspection of a recording: ``edge-inspector replay recording.raw``.
+
+Replay is lossless by default (the stitcher waits for free tile slots). ``realtime=True``
+feeds lines at the recorded line rate and then follows the live loss policy: strips that find
+no free slot are dropped and reported as uninspected stretches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import Station
+from .errors import InputError
+from .lines import LineBlock
+from .pipeline import RunStats, geometry_of, run_pipeline
+from .recording import RecordingReader, open_recording
+from .results import ResultsWriter, grade_hide
+
+log = structlog.get_logger(__name__)
+
+
+def station_for_recording(station: Station, reader: RecordingReader, station_given: bool, rec_path: Path) -> Station:
+    """Check the recording against the station's camera; without a station file, adopt its geometry."""
+    h = reader.header
+    cam = station.camera
+    if not station_given:
+        upd = {"width": h.width, "channels": h.channels, "dtype": h.dtype, "mm_per_px": h.mm_per_px,
+               "mm_per_line": h.mm_per_line}
+        if h.line_rate_hz and h.line_rate_hz > 0:
+            upd["line_rate_hz"] = h.line_rate_hz
+        new = station.model_copy(deep=True)
+        new.camera = cam.model_copy(update=upd)
+        if new.tiling.tile > h.width:
+            new.tiling = new.tiling.model_copy(update={"tile": h.width, "overlap": min(new.tiling.overlap, h.width // 4)})
+        if h.channels != len(new.hide_detection.belt_level) and len(new.hide_detection.belt_level) != 1:
+            lvl = sum(new.hide_detection.belt_level) / len(new.hide_detection.belt_level)
+            new.hide_detection = new.hide_detection.model_copy(update={"belt_level": [lvl]})
+        return Station.model_validate(new.model_dump())
+    problems = []
+    for key in ("width", "channels", "dtype"):
+        if getattr(h, key) != getattr(cam, key):
+            problems.append(f"{key} is {getattr(h, key)!r} in the recording but camera.{key} = {getattr(cam, key)!r} in the station file")
+    if problems:
+        raise InputError("; ".join(problems), path=rec_path, hint="replay with the station file it was recorded with, or without --station")
+    return station
+
+
+def paced(blocks: Iterator[LineBlock], line_rate_hz: float) -> Iterator[LineBlock]:
+    """Yield blocks no faster than the recorded line rate."""
+    t0 = time.perf_counter()
+    first: int | None = None
+    for b in blocks:
+        if first is None:
+            first = b.first_line
+        due = t0 + (b.end_line - first) / line_rate_hz
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield b
+
+
+def replay(
+    rec_path: Path,
+    station: Station,
+    out_dir: Path,
+    *,
+    station_given: bool = True,
+    realtime: bool = False,
+    model_path: str | None = None,
+    verify_crc: bool = True,
+    skip_corrupt: bool = False,
+    headerless: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[RunStats, dict[str, Any]]:
+    """Inspect a recording; write results into ``out_dir``; return stats and the summary."""
+    from .inference import Model
+
+    hl = headerless or {}
+    reader = open_recording(
+        rec_path, verify_crc=verify_crc, skip_corrupt=skip_corrupt,
+        on_warning=lambda w: log.warning("recording", file=str(rec_path), warning=w), **hl,
+    )
+    station = station_for_recording(station, reader, station_given, rec_path)
+    mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
+    model = Model.load(mcfg, resolve=station.resolve)
+    model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
+    model.warmup()
+    log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+    first, end = reader.line_range
+    total = max(1, end - first)
+    run_info = {
+        "command": "replay",
+        "recording": str(Path(rec_path).resolve()),
+        "model": str(model.path),
+        "provider": model.provider,
+        "realtime": realtime,
+        "station": station.model_dump(mode="json"),
+    }
+    with ResultsWriter(
+        out_dir, station_name=station.station.name, run_info=run_info,
+        hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
+        mm_per_px=station.camera.mm_per_px, mm_per_line=station.camera.mm_per_line,
+    ) as writer:
+
+        def on_hide(h):  # type: ignore[no-untyped-def]
+            h.grade = grade_hide(h, station.grading)
+            writer.write_hide(h)
+            log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
+                     defects=len(h.defects), grade=h.grade)
+
+        blocks: Iterator[LineBlock] = reader.blocks()
+        if realtime:
+            blocks = paced(blocks, station.camera.line_rate_hz)
+        stats = run_pipeline(
+            blocks, station, model, on_hide, live=realtime,
+            progress=(lambda done: progress(done - first, total)) if progress else None,
+        )
+        summary = {
+            "recording": str(Path(rec_path).resolve()),
+            "recording_warnings": list(reader.warnings),
+            "model": str(model.path),
+            "model_kind": model.kind,
+            "classes": list(model.class_names),
+            "station": station.station.name,
+            "grades": writer.grades,
+            **stats.as_dict(),
+        }
+        writer.finish(summary)
+    return stats, summary
+
+
+def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
+    """The closing table of ``edge-inspector replay``."""
+    by = summary.get("defects_by_class", {})
+    rows = [
+        ("recording", Path(summary["recording"]).name),
+        ("model", f"{Path(summary['model']).name} ({summary['model_kind']}) on {summary['provider']}"),
+        ("lines", f"{summary['lines']:,}   lost {summary['lines_lost']:,}"),
+        ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"),
+        ("hides", f"{summary['hides']}   grades " + ", ".join(f"{k} {v}" for k, v in sorted(summary.get('grades', {}).items()))),
+        ("defects", f"{summary['defects']}   off hide {summary['defects_off_hide']}"),
+    ]
+    rows += [(f"  {k}", str(v)) for k, v in sorted(by.items())]
+    rows += [
+        ("throughput", f"{summary['lines_per_s'] or 0:,.0f} lines/s   {summary['tiles_per_s'] or 0:.2f} tiles/s   ({summary['wall_s']:.2f} s)"),
+        ("latency p50/p99", f"{summary['latency_ms_p50']} / {summary['latency_ms_p99']} ms (strip complete -> assembled)"),
+        ("results", f"{out_dir}/hides/*.json, *.png, results.sqlite, summary.json"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -1,0 +1,282 @@
+"""Stitcher: LineBlocks -> overlapping tiles in a ring of preallocated strip slots.
+
+A *strip* is one row of tiles (``tile`` lines high, all columns). Each ring slot holds one
+strip as (n_cols, tile, tile, channels), which is also the batch handed to the model. Lines
+that fall in the vertical overlap are copied into both strips. Optional per-column flat-field
+correction (gain, offset) is fused into the copy. On the same pass the stitcher samples every
+``subsample``-th pixel of every ``subsample``-th line: those samples decide hide presence and
+make the hide map thumbnails.
+
+Loss policy (ARCHITECTURE.md section 3): with ``live=True`` the stitcher never waits; when no
+slot is free it drops the whole strip, counts it and reports it as an uninspected stretch.
+With ``live=False`` (replay) it waits for a free slot.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from .lines import LineBlock
+from .tile import TileGrid
+
+
+@dataclass(slots=True)
+class Strip:
+    """A filled ring slot: one row of tiles, handed to inference, then released."""
+
+    index: int
+    first_line: int
+    valid_lines: int  # rows holding camera lines; the rest repeat the last valid row
+    x0s: list[int]
+    pixels: np.ndarray  # (n_cols, tile, tile, channels) view of the ring slot
+    slot: int
+    lost: list[tuple[int, int]] = field(default_factory=list)  # line ranges filled by repetition
+    t_complete_ns: int = 0  # when its last line arrived
+
+
+@dataclass(slots=True)
+class LineSamples:
+    """Every ``step``-th pixel of every ``step``-th line, for hide presence and thumbnails."""
+
+    first_line: int  # global line of samples[0]; a multiple of step
+    step: int
+    samples: np.ndarray  # (n, width // step, channels) uint8/uint16 copy
+
+
+@dataclass(slots=True)
+class Uninspected:
+    """Lines [first_line, end_line) that will not be inspected."""
+
+    first_line: int
+    end_line: int
+    reason: str  # "lost" (missing from the source) or "dropped" (no free tile slot)
+
+
+@numba.njit(nogil=True, cache=True)
+def _copy_flat_field(src, dst, x0, gain, offset, maxval):  # pragma: no cover - jit
+    # src: (n, width, c) block rows; dst: (n, tile, c) slot rows; gain/offset: (width, c)
+    n, tw, c = dst.shape
+    for i in range(n):
+        for x in range(tw):
+            for ch in range(c):
+                v = src[i, x0 + x, ch] * gain[x0 + x, ch] + offset[x0 + x, ch]
+                if v < 0.0:
+                    v = 0.0
+                elif v > maxval:
+                    v = maxval
+                dst[i, x, ch] = v + 0.5
+
+
+class TileRing:
+    """``n_slots`` preallocated strip slots and the queue of free ones."""
+
+    def __init__(self, n_slots: int, n_cols: int, tile: int, channels: int, dtype: np.dtype) -> None:
+        self.buffers = np.zeros((n_slots, n_cols, tile, tile, channels), dtype)
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(n_slots):
+            self._free.put(i)
+
+    def acquire(self, wait: bool, stop: threading.Event | None = None) -> int | None:
+        if not wait:
+            try:
+                return self._free.get_nowait()
+            except queue.Empty:
+                return None
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if stop is not None and stop.is_set():
+                    return None
+
+    def release(self, slot: int) -> None:
+        self._free.put(slot)
+
+    @property
+    def free_slots(self) -> int:
+        return self._free.qsize()
+
+
+@dataclass(slots=True)
+class _Open:
+    index: int
+    slot: int | None  # None: dropped (no slot was free)
+    filled_until: int  # next line expected
+    lost: list[tuple[int, int]]
+
+
+class Stitcher:
+    """Feeds LineBlocks into strip slots and emits Strip / LineSamples / Uninspected messages.
+
+    ``emit`` receives each message in line order: the samples of a block come before any
+    strip that block completes, so hide presence is known before the strip's detections.
+    """
+
+    def __init__(
+        self,
+        grid: TileGrid,
+        channels: int,
+        dtype: np.dtype,
+        ring: TileRing,
+        emit: Callable[[object], None],
+        *,
+        live: bool = False,
+        sample_step: int = 8,
+        flat_field: tuple[np.ndarray, np.ndarray] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.grid = grid
+        self.channels = channels
+        self.dtype = np.dtype(dtype)
+        self.ring = ring
+        self.emit = emit
+        self.live = live
+        self.sample_step = sample_step
+        self.stop = stop
+        self.x0s = grid.x0s
+        self._open: dict[int, _Open] = {}
+        self._next_strip = 0  # strips below this were opened (or skipped) already
+        self._end_line: int | None = None
+        self._origin_set = False
+        if flat_field is not None:
+            gain, offset = flat_field
+            shape = (grid.width, channels)
+            gain = np.broadcast_to(np.asarray(gain, np.float32).reshape(grid.width, -1), shape)
+            offset = np.broadcast_to(np.asarray(offset, np.float32).reshape(grid.width, -1), shape)
+            self._ff: tuple[np.ndarray, np.ndarray] | None = (
+                np.ascontiguousarray(gain),
+                np.ascontiguousarray(offset),
+            )
+        else:
+            self._ff = None
+        self._maxval = float(np.iinfo(self.dtype).max)
+        # counters
+        self.lines_in = 0
+        self.lines_lost = 0
+        self.strips_out = 0
+        self.strips_dropped = 0
+        self.tiles_out = 0
+
+    # -- public -----------------------------------------------------------------------------
+    def push(self, block: LineBlock) -> None:
+        a, b = block.first_line, block.end_line
+        if not self._origin_set:
+            self.grid = TileGrid(self.grid.width, self.grid.tile, self.grid.overlap, a)
+            self._origin_set = True
+            self._end_line = a
+        assert self._end_line is not None
+        if a < self._end_line:
+            raise ValueError(f"block at line {a} goes back before line {self._end_line}")
+        gap = a - self._end_line
+        if gap:
+            self.lines_lost += gap
+            self.emit(Uninspected(self._end_line, a, "lost"))
+        self.lines_in += b - a
+        self._emit_samples(block)
+        for k in self.grid.strips_touching(a, b):
+            st = self._strip(k, a)
+            if st is None:
+                continue
+            self._fill(st, block)
+        self._end_line = b
+        self._complete(upto=b)
+
+    def flush(self) -> None:
+        """End of stream: emit the open strips with the lines they have (partial last strip)."""
+        for k in sorted(self._open):
+            self._finish(self._open.pop(k))
+
+    # -- internals ----------------------------------------------------------------------------
+    def _strip(self, k: int, a: int) -> _Open | None:
+        st = self._open.get(k)
+        if st is not None:
+            return st
+        if k < self._next_strip:
+            return None  # already emitted (cannot happen with monotonic lines) or skipped
+        start = self.grid.strip_start(k)
+        # Strips between the last opened one and k got no line at all (a gap): skip them.
+        self._next_strip = k + 1
+        slot = self.ring.acquire(wait=not self.live, stop=self.stop)
+        if slot is None:
+            self.strips_dropped += 1
+            self.emit(Uninspected(start, start + self.grid.tile, "dropped"))
+        st = _Open(k, slot, start, [])
+        self._open[k] = st
+        return st
+
+    def _fill(self, st: _Open, block: LineBlock) -> None:
+        start = self.grid.strip_start(st.index)
+        end = start + self.grid.tile
+        a = max(block.first_line, start)
+        b = min(block.end_line, end)
+        if b <= a or st.slot is None:
+            st.filled_until = max(st.filled_until, b)
+            return
+        buf = self.ring.buffers[st.slot]
+        top_gap = 0
+        if a > st.filled_until:  # lines missing inside this strip: repeat the last good row
+            r0, r1 = st.filled_until - start, a - start
+            if r0 > 0:
+                buf[:, r0:r1] = buf[:, r0 - 1 : r0]
+            else:
+                top_gap = r1
+            st.lost.append((st.filled_until, a))
+        rows = block.lines[a - block.first_line : b - block.first_line]
+        r0 = a - start
+        tile = self.grid.tile
+        for c, x0 in enumerate(self.x0s):
+            if self._ff is None:
+                buf[c, r0 : r0 + (b - a)] = rows[:, x0 : x0 + tile]
+            else:
+                _copy_flat_field(rows, buf[c, r0 : r0 + (b - a)], x0, self._ff[0], self._ff[1], self._maxval)
+        if top_gap:  # the gap was at the top of the strip: repeat the first good row upwards
+            buf[:, :top_gap] = buf[:, top_gap : top_gap + 1]
+        st.filled_until = b
+
+    def _complete(self, upto: int) -> None:
+        for k in sorted(self._open):
+            if self.grid.strip_end(k) <= upto:
+                self._finish(self._open.pop(k))
+
+    def _finish(self, st: _Open) -> None:
+        if st.slot is None:
+            return
+        start = self.grid.strip_start(st.index)
+        valid = min(st.filled_until, start + self.grid.tile) - start
+        buf = self.ring.buffers[st.slot]
+        if 0 < valid < self.grid.tile:
+            buf[:, valid:] = buf[:, valid - 1 : valid]
+        self.strips_out += 1
+        self.tiles_out += len(self.x0s)
+        self.emit(
+            Strip(
+                index=st.index,
+                first_line=start,
+                valid_lines=valid,
+                x0s=self.x0s,
+                pixels=buf,
+                slot=st.slot,
+                lost=st.lost,
+                t_complete_ns=time.monotonic_ns(),
+            )
+        )
+
+    def _emit_samples(self, block: LineBlock) -> None:
+        s = self.sample_step
+        a = block.first_line
+        first = -(-a // s) * s  # first multiple of s at or after a
+        if first >= block.end_line:
+            return
+        samples = np.ascontiguousarray(block.lines[first - a :: s, ::s])
+        if self._ff is not None:
+            g = self._ff[0][::s][None]
+            o = self._ff[1][::s][None]
+            samples = np.clip(samples * g + o + 0.5, 0, self._maxval).astype(self.dtype)
+        self.emit(LineSamples(first, s, samples))
