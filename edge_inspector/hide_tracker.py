@@ -4,12 +4,14 @@ Works on the stitcher's ``LineSamples`` (every ``step``-th pixel of every ``step
 A sample is *hide* when the mean over channels of |pixel - belt_level| exceeds ``threshold``.
 A sampled line with at least ``min_px_per_line`` hide samples is a hide line. A hide starts
 with a run of hide lines at least ``min_hide_lines`` long and ends after ``gap_lines`` lines
-without hide. Hides follow each other along the belt (one hide across the belt at a time).
+without hide. Its first and last lines are then widened to the neighbouring lines that still
+hold any hide sample (the narrow tips of a hide). Hides follow each other along the belt (one hide across the belt at a time).
 A stretch of lost lines inside a hide neither ends it nor starts a new one.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -47,7 +49,8 @@ class _Building:
     first_row_line: int  # line of the first sampled row of this hide
     rows_mask: list[np.ndarray] = field(default_factory=list)
     rows_img: list[np.ndarray] = field(default_factory=list)
-    last_hide_line: int = 0  # line of the last sampled row with hide
+    last_hide_line: int = 0  # line of the last sampled row with a hide line
+    last_any_line: int = 0  # line of the last sampled row with any hide sample
     confirmed: bool = False
 
 
@@ -64,6 +67,10 @@ class HideTracker:
         self._cur: _Building | None = None
         self._next_id = 1
         self._last_row_line: int | None = None
+        # rows seen while no hide is open, to find the leading tip of the next hide
+        self._recent: deque[tuple[int, np.ndarray, np.ndarray, int]] = deque(
+            maxlen=max(2, cfg.gap_lines // max(1, cfg.subsample) + 2)
+        )
         self.closed: list[Hide] = []  # hides whose last line is known, in order
 
     @property
@@ -93,8 +100,20 @@ class HideTracker:
             cur = self._cur
             if cur is None:
                 if present:
-                    self._cur = _Building(line, [mask[i]], [ls.samples[i]], line)
+                    cur = self._cur = _Building(line, [mask[i]], [ls.samples[i]], line, line)
+                    # walk back over the rows just before that still show some hide
+                    prev = line
+                    while self._recent and self._recent[-1][0] == prev - step and self._recent[-1][3] > 0:
+                        ln, m_row, img_row, _ = self._recent.pop()
+                        cur.rows_mask.insert(0, m_row)
+                        cur.rows_img.insert(0, img_row)
+                        cur.first_row_line = prev = ln
+                    self._recent.clear()
+                else:
+                    self._recent.append((line, mask[i], ls.samples[i], int(counts[i])))
                 continue
+            if counts[i] > 0:
+                cur.last_any_line = line
             if present:
                 cur.rows_mask.append(mask[i])
                 cur.rows_img.append(ls.samples[i])
@@ -107,6 +126,7 @@ class HideTracker:
                 if cur.confirmed:
                     ended.append(self._close(cur, step))
                 self._cur = None
+                self._recent.append((line, mask[i], ls.samples[i], int(counts[i])))
             else:
                 cur.rows_mask.append(mask[i])
                 cur.rows_img.append(ls.samples[i])
@@ -123,7 +143,7 @@ class HideTracker:
         for _ in range(n):
             cur.rows_mask.append(last)
             cur.rows_img.append(np.zeros((w, c), cur.rows_img[-1].dtype))
-        cur.last_hide_line = line - step
+        cur.last_hide_line = cur.last_any_line = line - step
 
     def finish(self, step: int) -> list[Hide]:
         """End of stream: close the hide under the camera, if confirmed."""
@@ -135,6 +155,7 @@ class HideTracker:
         return ended
 
     def _close(self, cur: _Building, step: int) -> Hide:
+        cur.last_hide_line = max(cur.last_hide_line, cur.last_any_line)
         n_rows = (cur.last_hide_line - cur.first_row_line) // step + 1
         mask = np.stack(cur.rows_mask[:n_rows])
         img = np.stack(cur.rows_img[:n_rows])

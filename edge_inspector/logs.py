@@ -8,6 +8,19 @@ import sys
 import structlog
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at the time of the call (not at configure time)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+def _stderr_logger(*_args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(level: str = "info", json: bool | None = None) -> None:
     """Console renderer on a TTY, JSON lines (for journald) when stderr is not a terminal."""
     if json is None:
@@ -24,6 +37,6 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     structlog.configure(
         processors=processors + [renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -1,0 +1,174 @@
+"""End to end: synthetic recording -> replay (CLI) -> results + eval; loss policy; bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_inspector.cli import main
+from edge_inspector.evaluate import evaluate
+from edge_inspector.synth import SynthConfig, write_recording
+
+# A small station: 1024 px at 1.5 mm per px and line keeps hides at ~1000 x ~1400 px.
+STATION = """
+[station]
+name = "small"
+[camera]
+width = 1024
+channels = 3
+line_rate_hz = 20000
+mm_per_px = 1.5
+mm_per_line = 1.5
+[tiling]
+tile = 512
+overlap = 64
+ring_slots = 3
+[hide_detection]
+subsample = 4
+min_hide_lines = 32
+gap_lines = 32
+[model]
+path = "builtin:baseline"
+providers = ["CPUExecutionProvider"]
+[belt]
+speed_m_per_min = 60
+marker_distance_mm = 3000
+"""
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> tuple[Path, Path, dict]:
+    d = tmp_path_factory.mktemp("rec")
+    st = d / "small.toml"
+    st.write_text(STATION)
+    rec = d / "hides.raw"
+    truth = write_recording(rec, SynthConfig(hides=2, seed=11, width=1024, mm_per_px=1.5, mm_per_line=1.5,
+                                             line_rate_hz=20000))
+    return rec, st, truth
+
+
+def test_replay_writes_results_and_eval_matches_truth(recording, tmp_path, capsys):
+    rec, st, truth = recording
+    out = tmp_path / "run"
+    assert main(["replay", str(rec), "--station", str(st), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hides" in text and "tiles/s" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lines"] == truth["n_lines"] and summary["lines_lost"] == 0
+    assert summary["hides"] == len(truth["hides"])
+    assert summary["strips_dropped"] == 0
+    hides = sorted((out / "hides").glob("hide-*.json"))
+    assert len(hides) == 2 and len(sorted((out / "hides").glob("hide-*.png"))) == 2
+    for hj, gt in zip(hides, truth["hides"]):
+        h = json.loads(hj.read_text())
+        assert abs(h["first_line"] - gt["first_line"]) <= 8 and abs(h["last_line"] - gt["last_line"]) <= 8
+        assert abs(h["area_m2"] - gt["area_m2"]) / gt["area_m2"] < 0.05
+        np.testing.assert_allclose(h["origin_belt_mm"][1], gt["origin_belt_mm"][1], atol=8 * 1.5)
+        for d in h["defects"]:
+            # the hide frame is the belt frame shifted by the hide's origin
+            bb, hb = d["bbox_belt_mm"], d["bbox_hide_mm"]
+            assert abs(bb[0] - h["origin_belt_mm"][0] - hb[0]) < 0.01
+            assert abs(bb[1] - h["origin_belt_mm"][1] - hb[1]) < 0.01
+            assert h["first_line"] <= 0.5 * (d["lines"][0] + d["lines"][1]) <= h["last_line"]
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        n_db = db.execute("SELECT COUNT(*) FROM defects").fetchone()[0]
+    assert n_db == summary["defects"]
+    rep = evaluate(out, Path(str(rec) + ".gt.json"))
+    assert rep["overall"]["recall"] is not None and rep["overall"]["recall"] > 0
+    assert main(["eval", str(out)]) == 0
+    assert "recall" in capsys.readouterr().out
+
+
+def test_realtime_with_a_slow_consumer_reports_dropped_strips_as_uninspected(recording, tmp_path):
+    """Live policy: a ring of 2 slots and a line rate far above what the model keeps up with."""
+    rec, st, truth = recording
+    fast = tmp_path / "fast.toml"
+    fast.write_text(STATION.replace("line_rate_hz = 20000", "line_rate_hz = 2000000").replace("ring_slots = 3", "ring_slots = 2"))
+    out = tmp_path / "rt"
+    assert main(["replay", str(rec), "--station", str(fast), "--out", str(out), "--realtime"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strips_dropped"] > 0
+    unins = []
+    for hj in sorted((out / "hides").glob("hide-*.json")):
+        h = json.loads(hj.read_text())
+        unins += h["uninspected"]
+        if h["uninspected"]:
+            assert h["inspected_fraction"] < 1.0
+    assert unins and all(u["reason"] == "dropped" for u in unins)
+
+
+def _corrupt_copy(rec: Path, tmp: Path) -> tuple[Path, int]:
+    data = bytearray(rec.read_bytes())
+    # the second block's payload: file header, block 1 header+payload, block 2 header
+    from edge_inspector.recording import open_recording
+
+    r = open_recording(rec)
+    blocks = list(r.blocks())
+    off = int(np.asarray(blocks[1].lines).__array_interface__["data"][0] - r.memmap.__array_interface__["data"][0])
+    r.close()
+    data[off + 100] ^= 0xFF
+    bad = tmp / "bad.raw"
+    bad.write_bytes(bytes(data))
+    return bad, off - 64
+
+
+def test_corrupt_recording_exits_2_with_byte_offset(recording, tmp_path, capsys):
+    rec, st, _ = recording
+    bad, block_off = _corrupt_copy(rec, tmp_path)
+    assert main(["replay", str(bad), "--station", str(st), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and f"byte {block_off}" in err and "CRC" in err.upper()
+    # with --skip-corrupt the block becomes lost lines and the run completes
+    assert main(["replay", str(bad), "--station", str(st), "--out", str(tmp_path / "o2"), "--skip-corrupt"]) == 0
+    s = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert s["lines_lost"] > 0
+
+
+@pytest.mark.parametrize("case", ["missing_model", "garbage_model", "station_mismatch", "not_a_recording"])
+def test_bad_input_exits_2_naming_the_file(recording, tmp_path, capsys, case):
+    rec, st, _ = recording
+    args = ["replay", str(rec), "--station", str(st), "--out", str(tmp_path / "o")]
+    named = None
+    if case == "missing_model":
+        args += ["--model", str(tmp_path / "nope.onnx")]
+        named = "nope.onnx"
+    elif case == "garbage_model":
+        g = tmp_path / "garbage.onnx"
+        g.write_bytes(b"\x00not onnx" * 10)
+        args += ["--model", str(g)]
+        named = "garbage.onnx"
+    elif case == "station_mismatch":
+        other = tmp_path / "other.toml"
+        other.write_text(STATION.replace("width = 1024", "width = 2048"))
+        args[3] = str(other)
+        named = "width"
+    else:
+        f = tmp_path / "dump.bin"
+        f.write_bytes(b"\x01" * 5000)
+        args[1] = str(f)
+        named = "dump.bin"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and named in err
+
+
+def test_headerless_dump_replays_with_explicit_geometry(recording, tmp_path):
+    rec, st, truth = recording
+    from edge_inspector.recording import open_recording
+
+    r = open_recording(rec)
+    dump = tmp_path / "dump.bin"
+    with open(dump, "wb") as f:
+        for b in r.blocks():
+            f.write(np.ascontiguousarray(b.lines).tobytes())
+    r.close()
+    out = tmp_path / "hl"
+    assert main(["replay", str(dump), "--station", str(st), "--out", str(out),
+                 "--width", "1024", "--channels", "3", "--dtype", "uint8"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["lines"] == truth["n_lines"] and s["hides"] == 2
