@@ -63,7 +63,7 @@ class RunStats:
     provider: str = "none"
     infer_ms: list[float] = field(default_factory=list)  # per strip
     latency_ms: list[float] = field(default_factory=list)  # strip complete -> assembled
-    stitch_s: float = 0.0  # time the stitcher thread spent working
+    stitch_s: float = 0.0  # time the stitcher thread spent working (not waiting for free slots)
 
     def as_dict(self) -> dict[str, Any]:
         def pct(v: list[float], q: float) -> float | None:
@@ -187,7 +187,7 @@ def run_pipeline(
             errors.append(e)
             stop.set()
         finally:
-            stats.stitch_s = busy
+            stats.stitch_s = max(0.0, busy - ring.wait_s)  # work only, not waiting for slots
             put(q_tiles, _END)
 
     def infer_thread() -> None:

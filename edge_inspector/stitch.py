@@ -80,6 +80,7 @@ class TileRing:
     def __init__(self, n_slots: int, n_cols: int, tile: int, channels: int, dtype: np.dtype) -> None:
         self.buffers = np.zeros((n_slots, n_cols, tile, tile, channels), dtype)
         self._free: queue.Queue[int] = queue.Queue()
+        self.wait_s = 0.0  # time spent waiting for a free slot (replay backpressure)
         for i in range(n_slots):
             self._free.put(i)
 
@@ -89,12 +90,16 @@ class TileRing:
                 return self._free.get_nowait()
             except queue.Empty:
                 return None
-        while True:
-            try:
-                return self._free.get(timeout=0.1)
-            except queue.Empty:
-                if stop is not None and stop.is_set():
-                    return None
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    return self._free.get(timeout=0.1)
+                except queue.Empty:
+                    if stop is not None and stop.is_set():
+                        return None
+        finally:
+            self.wait_s += time.perf_counter() - t0
 
     def release(self, slot: int) -> None:
         self._free.put(slot)
