@@ -11,6 +11,7 @@ once its last line is known and every defect on it is final.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -84,7 +85,11 @@ def merge_parts(parts: list[_Part], ios: float, touch_px: float) -> list[_Part]:
     same = cls[:, None] == cls[None, :]
     iosm = _ios_matrix(boxes, boxes)
     gap = _gap_matrix(boxes, boxes)
-    cross_tile = np.array([[not (pi.tiles & pj.tiles) for pj in parts] for pi in parts]) if n < 400 else np.ones((n, n), bool)
+    if n < 400:
+        cross_tile = np.array([[not (pi.tiles & pj.tiles) for pj in parts] for pi in parts])
+    else:  # many parts (a noisy strip): compare each part's first tile, vectorised
+        code = np.array([hash(min(p.tiles)) for p in parts])
+        cross_tile = code[:, None] != code[None, :]
     link = same & ((iosm >= ios) | (cross_tile & (gap <= touch_px)))
     np.fill_diagonal(link, False)
     parent = list(range(n))
@@ -172,6 +177,7 @@ class Assembler:
         self._next_defect = 1
         self.off_hide = 0  # defects outside any hide (belt dirt, edge effects), dropped
         self.suppressed_lost = 0
+        self.suppressed_edge = 0  # defects within hide_detection.edge_margin_mm of the hide outline
         self.defects_by_class: dict[str, int] = {}
         self.hides_done = 0
         self.latencies_ns: list[int] = []  # strip complete -> assembled
@@ -226,8 +232,6 @@ class Assembler:
         self._finalise(done)
         self._release_hides()
         if sd.t_complete_ns:
-            import time
-
             self.latencies_ns.append(time.monotonic_ns() - sd.t_complete_ns)
 
     def _finalise(self, parts: list[_Part]) -> None:
@@ -290,6 +294,17 @@ class Assembler:
         for d in self.final:
             cy = 0.5 * (d.bbox_px[1] + d.bbox_px[3])
             (mine if h.first_line <= cy <= h.last_line else rest).append(d)
+        margin = self.st.hide_detection.edge_margin_mm
+        if margin > 0 and len(h.outline_belt_mm) >= 3 and mine:
+            contour = np.asarray(h.outline_belt_mm, np.float32).reshape(-1, 1, 2)
+            keep = []
+            for d in mine:
+                dist = cv2.pointPolygonTest(contour, tuple(float(v) for v in d.center_belt_mm), True)
+                if dist < margin:  # negative: outside the outline
+                    self.suppressed_edge += 1
+                else:
+                    keep.append(d)
+            mine = keep
         # defects between the previous hide and this one were off hide
         self.off_hide += sum(1 for d in rest if 0.5 * (d.bbox_px[1] + d.bbox_px[3]) < h.first_line)
         self.final = [d for d in rest if 0.5 * (d.bbox_px[1] + d.bbox_px[3]) > h.last_line]

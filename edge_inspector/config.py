@@ -65,6 +65,9 @@ class HideDetection(BaseModel):
     min_hide_lines: int = Field(64, ge=1, description="lines with hide before a hide starts")
     gap_lines: int = Field(64, ge=1, description="lines without hide before a hide ends")
     min_px_per_line: int = Field(16, ge=1, description="hide pixels (subsampled) for a line to count")
+    edge_margin_mm: float = Field(
+        10.0, ge=0, description="defects whose centre lies closer than this to the hide outline are not reported"
+    )
 
 
 class ModelCfg(BaseModel):

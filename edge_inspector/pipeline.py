@@ -57,6 +57,7 @@ class RunStats:
     defects_by_class: dict[str, int] = field(default_factory=dict)
     defects_off_hide: int = 0
     detections_in_lost_lines: int = 0
+    defects_at_hide_edge: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
@@ -80,6 +81,7 @@ class RunStats:
             "defects_by_class": dict(sorted(self.defects_by_class.items())),
             "defects_off_hide": self.defects_off_hide,
             "detections_in_lost_lines": self.detections_in_lost_lines,
+            "defects_at_hide_edge": self.defects_at_hide_edge,
             "wall_s": round(self.wall_s, 3),
             "cpu_s": round(self.cpu_s, 3),
             "lines_per_s": round(self.lines / self.wall_s, 1) if self.wall_s else None,
@@ -259,6 +261,7 @@ def run_pipeline(
     stats.defects_by_class = dict(asm.defects_by_class)
     stats.defects_off_hide = asm.off_hide
     stats.detections_in_lost_lines = asm.suppressed_lost
+    stats.defects_at_hide_edge = asm.suppressed_edge
     stats.latency_ms = [v / 1e6 for v in asm.latencies_ns]
     stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if errors:

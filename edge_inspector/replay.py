@@ -143,7 +143,8 @@ def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
         ("lines", f"{summary['lines']:,}   lost {summary['lines_lost']:,}"),
         ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"),
         ("hides", f"{summary['hides']}   grades " + ", ".join(f"{k} {v}" for k, v in sorted(summary.get('grades', {}).items()))),
-        ("defects", f"{summary['defects']}   off hide {summary['defects_off_hide']}"),
+        ("defects", f"{summary['defects']}   off hide {summary['defects_off_hide']}"
+                    f"   within edge margin {summary['defects_at_hide_edge']}"),
     ]
     rows += [(f"  {k}", str(v)) for k, v in sorted(by.items())]
     rows += [

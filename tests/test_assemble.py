@@ -153,3 +153,21 @@ def test_belt_geometry_table_and_hide_frame():
     lin = BeltGeometry(0.37, 0.37, 8192)
     np.testing.assert_allclose(lin.px_to_belt_mm(np.array([[100, 1000]])), [[37.0, 370.0]])
     np.testing.assert_allclose(belt_to_hide_mm(np.array([[50.0, 400.0]]), (10.0, 300.0)), [[40.0, 100.0]])
+
+
+def test_defects_at_the_hide_edge_are_not_reported():
+    xs = column_starts(W, TILE, OV)
+    msgs = [_samples(0, 100 // 4, (0, 0)), _samples(100, 300 // 4, (50, 150)), _samples(400, 100 // 4, (0, 0))]
+    dets = [Detections.empty() for _ in xs]
+    # hide spans x 200..600 px (100..300 mm at 0.5 mm/px); edge margin 10 mm = 20 px
+    dets[0] = _dets([[200, 240, 206, 246]])  # on the hide's left edge (column 0, x0 = 0)
+    dets[1] = _dets([[176, 200, 182, 206]])  # mid-hide: x 400 (column 1, x0 = 224)
+    strips = [StripDetections(0, 0, TILE, xs, dets)] + [
+        StripDetections(k, k * STEP, TILE, xs, [Detections.empty() for _ in xs]) for k in (1, 2)]
+    asm, hides = _run_assembler(msgs + strips)
+    assert asm.suppressed_edge == 1
+    assert [d.bbox_px[0] for d in hides[0].defects] == [400.0]
+    st = _station().model_copy(deep=True)
+    st.hide_detection = st.hide_detection.model_copy(update={"edge_margin_mm": 0.0})
+    asm0, hides0 = _run_assembler(msgs + strips, st)
+    assert asm0.suppressed_edge == 0 and any(d.bbox_px[0] == 200 for d in hides0[0].defects)

@@ -172,3 +172,20 @@ def test_headerless_dump_replays_with_explicit_geometry(recording, tmp_path):
                  "--width", "1024", "--channels", "3", "--dtype", "uint8"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["lines"] == truth["n_lines"] and s["hides"] == 2
+
+
+def test_synth_and_bench_commands(tmp_path, capsys):
+    st = tmp_path / "small.toml"
+    st.write_text(STATION)
+    rec = tmp_path / "s.raw"
+    assert main(["synth", "-o", str(rec), "--hides", "1", "--seed", "2", "--width", "1024"]) == 0
+    assert rec.is_file() and Path(str(rec) + ".gt.json").is_file()
+    capsys.readouterr()
+    assert main(["bench", "--no-model", "--station", str(st), "--lines", "20000"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mode"] == "no-model" and res["lines"] == 20000 and res["lines_per_s"] > 0
+    assert res["tiles"] > 0 and res["strips_dropped"] == 0 and res["provider"] == "none"
+    assert main(["bench", "--station", str(st), "--lines", "3000"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mode"] == "model" and res["provider"] == "CPUExecutionProvider"
+    assert res["model_only_tiles_per_s"] > 0 and res["tiles"] > 0
