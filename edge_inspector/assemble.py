@@ -26,7 +26,6 @@ from .detections import Detections
 from .hide import Hide, UninspectedRegion
 from .hide_tracker import HideTracker
 from .stitch import LineSamples, Uninspected
-from .tile import TileGrid
 
 log = structlog.get_logger(__name__)
 

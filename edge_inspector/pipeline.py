@@ -12,14 +12,12 @@ the stitcher waits for a free slot (lossless); live it drops strips and reports 
 
 from __future__ import annotations
 
-import os
 import queue
 import resource
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np

@@ -17,7 +17,7 @@ import structlog
 from .config import Station
 from .errors import InputError
 from .lines import LineBlock
-from .pipeline import RunStats, geometry_of, run_pipeline
+from .pipeline import RunStats, run_pipeline
 from .recording import RecordingReader, open_recording
 from .results import ResultsWriter, grade_hide
 
