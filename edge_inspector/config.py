@@ -110,6 +110,45 @@ class Grading(BaseModel):
     min_inspected: float = Field(0.9, ge=0, le=1, description="below this a hide is graded U")
 
 
+class Plc(BaseModel):
+    """The line's PLC over Modbus TCP (ARCHITECTURE.md section 7; docs/register-map.md).
+
+    ``host`` empty: no PLC (marks are still planned and logged to marks.jsonl).
+    """
+
+    model_config = _STRICT
+    host: str = Field("", description="PLC address; empty = no PLC")
+    port: int = Field(502, ge=1, le=65535)
+    unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (device) id of the PLC")
+    heartbeat_ms: int = Field(100, ge=10, le=10000, description="heartbeat write period")
+    timeout_s: float = Field(0.5, gt=0, description="Modbus request timeout")
+    reconnect_max_s: float = Field(5.0, gt=0, description="longest pause between reconnect attempts")
+    outbox: str = Field(
+        "plc-outbox.sqlite",
+        description="SQLite outbox of unacknowledged marks; relative paths resolve against outputs.dir",
+    )
+
+
+class Marking(BaseModel):
+    """Which defects get an ink mark, which hides are rejected (edge_inspector/marking.py)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    classes: list[str] | None = Field(None, description="classes to ink-mark; None = every class")
+    min_score: float = Field(0.0, ge=0, le=1)
+    min_area_mm2: float = Field(0.0, ge=0)
+    cluster_mm: float = Field(
+        20.0, ge=0, description="a defect this close to an already planned ink mark gets no mark of its own"
+    )
+    reject_grades: list[str] = Field(default_factory=lambda: ["D"], description="grades that reject a hide")
+    reject_defect_share: float | None = Field(
+        None, ge=0, le=1, description="reject a hide whose defect area share exceeds this"
+    )
+    reject_distance_mm: float = Field(8000.0, gt=0, description="camera line to the reject gate")
+    uninspected: bool = Field(True, description="send uninspected stretches to the PLC")
+    hide_events: bool = Field(True, description="send hide start/end to the PLC")
+
+
 class Outputs(BaseModel):
     model_config = _STRICT
     dir: str = "out"
@@ -128,6 +167,8 @@ class Station(BaseModel):
     belt: Belt = Field(default_factory=Belt)
     merge: Merge = Field(default_factory=Merge)
     grading: Grading = Field(default_factory=Grading)
+    plc: Plc = Field(default_factory=Plc)
+    marking: Marking = Field(default_factory=Marking)
     outputs: Outputs = Field(default_factory=Outputs)
 
     # Path of the file this came from; relative paths in it resolve against its folder.
