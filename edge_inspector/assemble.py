@@ -147,6 +147,23 @@ def _rasterise(leaves: list[_Part], box: np.ndarray) -> tuple[float, np.ndarray]
     return area, hull / scale + [x0, y0]
 
 
+@dataclass(slots=True)
+class Hooks:
+    """Early events for the PLC, before a hide is complete (edge_inspector/marking.py).
+
+    on_defects(defects, now_line): defects that just became final and lie on a hide, at least
+        ``edge_margin_mm`` inside its outline (checked on the presence mask; ``hide_id`` is
+        provisional). ``now_line`` estimates the line under the camera now.
+    on_hide_start(hide_id, first_line, now_line): a hide was confirmed under the camera.
+    on_uninspected(region, now_line): lines that will not be inspected.
+    """
+
+    on_defects: Callable[[list[Defect], float], None] | None = None
+    on_hide_start: Callable[[int, int, float], None] | None = None
+    on_uninspected: Callable[[Uninspected, float], None] | None = None
+    now_line: Callable[[], float] | None = None  # set by the Assembler: its line clock
+
+
 class Assembler:
     """Consumes messages in line order; calls ``on_hide`` for each finished Hide."""
 
@@ -158,6 +175,8 @@ class Assembler:
         on_hide: Callable[[Hide], None],
         on_defect: Callable[[Defect], None] | None = None,
         sample_step: int | None = None,
+        hooks: Hooks | None = None,
+        line_rate_hz: float | None = None,
     ) -> None:
         self.st = station
         self.geo = geometry
@@ -180,15 +199,36 @@ class Assembler:
         self.defects_by_class: dict[str, int] = {}
         self.hides_done = 0
         self.latencies_ns: list[int] = []  # strip complete -> assembled
+        self.hooks = hooks or Hooks()
+        self.hooks.now_line = self.now_line
+        self.line_rate_hz = line_rate_hz or station.camera.line_rate_hz
+        self._clock = (0, 0)  # (last line of the latest strip, monotonic ns when it was complete)
+        self._started_hide: int | None = None
+        margin_mm = station.hide_detection.edge_margin_mm
+        self._margin_px = margin_mm / min(station.camera.mm_per_px, station.camera.mm_per_line)
+
+    def now_line(self) -> float:
+        """Estimate of the line under the camera now: the latest strip's end plus elapsed time."""
+        end, t_ns = self._clock
+        if not t_ns:
+            return float(end)
+        return end + max(0, time.monotonic_ns() - t_ns) / 1e9 * self.line_rate_hz
 
     # -- message entry points --------------------------------------------------------------
     def handle(self, msg: object) -> None:
         if isinstance(msg, LineSamples):
             self.tracker.push(msg)
+            first = self.tracker.open_hide_first_line
+            if first is not None and self._started_hide != self.tracker.open_hide_id:
+                self._started_hide = self.tracker.open_hide_id
+                if self.hooks.on_hide_start is not None:
+                    self.hooks.on_hide_start(self._started_hide, first, self.now_line())
             self._release_hides()
         elif isinstance(msg, Uninspected):
             self.uninspected.append(msg)
             log.warning("uninspected", first_line=msg.first_line, end_line=msg.end_line, reason=msg.reason)
+            if self.hooks.on_uninspected is not None:
+                self.hooks.on_uninspected(msg, self.now_line())
         elif isinstance(msg, StripDetections):
             self._strip(msg)
         else:
@@ -228,12 +268,15 @@ class Assembler:
         done = [p for p in merged if p.box[3] < reach]
         self.pending = [p for p in merged if p.box[3] >= reach]
         self.done_line = max(self.done_line, sd.first_line + min(sd.valid_lines, self.grid_step))
+        if sd.t_complete_ns:
+            self._clock = (sd.first_line + sd.valid_lines, sd.t_complete_ns)
         self._finalise(done)
         self._release_hides()
         if sd.t_complete_ns:
             self.latencies_ns.append(time.monotonic_ns() - sd.t_complete_ns)
 
     def _finalise(self, parts: list[_Part]) -> None:
+        to_mark: list[Defect] = []
         for p in parts:
             leaves = _leaves(p)
             if len(leaves) == 1:
@@ -260,6 +303,14 @@ class Assembler:
             d.outline_belt_mm = self.geo.px_to_belt_mm(d.outline_px)
             d.area_mm2 = area * self.geo.mm2_per_px()
             self.final.append(d)
+            if self.hooks.on_defects is not None:
+                cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+                hid, interior = self.tracker.locate(cy, cx, self._margin_px)
+                if hid is not None and interior:
+                    d.hide_id = hid
+                    to_mark.append(d)
+        if to_mark and self.hooks.on_defects is not None:
+            self.hooks.on_defects(to_mark, self.now_line())
 
     # -- hides ------------------------------------------------------------------------------
     def _release_hides(self) -> None:

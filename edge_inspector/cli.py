@@ -74,7 +74,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         stats, summary = replay(
             Path(a.recording), station, out, station_given=a.station is not None, realtime=a.realtime,
             model_path=a.model, verify_crc=not a.no_verify, skip_corrupt=a.skip_corrupt,
-            headerless=headerless, progress=prog,
+            headerless=headerless, progress=prog, plc=a.plc,
         )
     finally:
         bar.close()
@@ -92,7 +92,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         if not summ.is_file():
             raise InputError("no summary.json: give --truth", path=run_dir)
         truth = json.loads(summ.read_text())["recording"] + ".gt.json"
-    report = evaluate(run_dir, Path(truth), tol_mm=a.tol_mm)
+    report = evaluate(run_dir, Path(truth), tol_mm=a.tol_mm, mark_tol_mm=a.mark_tol_mm)
     print(format_report(report))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
     s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--realtime", action="store_true", help="replay at the recorded line rate with the live loss policy")
+    s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' to start a soft-PLC for the run"
+                   " (needs --realtime; default: the station's [plc] host, none when empty)")
     s.add_argument("--no-verify", action="store_true", help="skip CRC checks of blocks")
     s.add_argument("--skip-corrupt", action="store_true", help="treat corrupt blocks as lost lines instead of stopping")
     s.add_argument("--width", type=int, help="headerless dump: pixels per line")
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--truth", help="ground truth JSON (default: the run's recording + .gt.json)")
     s.add_argument("--tol-mm", type=float, default=5.0, help="position tolerance in mm (default 5)")
+    s.add_argument("--mark-tol-mm", type=float, default=10.0,
+                   help="an ink mark this close to a GT defect box marks it (default 10)")
     s.add_argument("--json", help="also write the report as JSON here")
     s.set_defaults(fn=cmd_eval)
 

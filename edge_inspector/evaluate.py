@@ -286,8 +286,14 @@ def _match_hides(truth: Truth, recs: list[dict[str, Any]]) -> dict[str, Any]:
 # Report
 
 
-def evaluate(run_dir: Path, truth_path: Path, tol_mm: float = 5.0) -> dict[str, Any]:
-    """Compare the latest run in ``run_dir`` with ``truth_path``; a JSON-serialisable report."""
+def evaluate(run_dir: Path, truth_path: Path, tol_mm: float = 5.0, mark_tol_mm: float = 10.0) -> dict[str, Any]:
+    """Compare the latest run in ``run_dir`` with ``truth_path``; a JSON-serialisable report.
+
+    When the run logged marks (marks.jsonl, and plc.jsonl from a soft-PLC), the report has a
+    ``marking`` section (edge_inspector/evaluate_marks.py) with tolerance ``mark_tol_mm``.
+    """
+    from .evaluate_marks import evaluate_marks
+
     run_dir, truth_path = Path(run_dir), Path(truth_path)
     if tol_mm < 0 or not math.isfinite(tol_mm):
         raise InputError(f"tolerance must be a finite number >= 0 mm, got {tol_mm}")
@@ -407,6 +413,7 @@ def evaluate(run_dir: Path, truth_path: Path, tol_mm: float = 5.0) -> dict[str, 
         "confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
         "by_size": buckets,
         "hides": _match_hides(truth, recs),
+        "marking": evaluate_marks(run_dir, gt_boxes, [not u for u in in_unins], mark_tol_mm),
         "missed": [
             {"id": d.id, "class": d.class_name, "hide_id": d.hide_id, "size_mm": d.size_mm,
              "bbox_belt_mm": [round(v, 2) for v in d.bbox_belt_mm]}
@@ -474,4 +481,9 @@ def format_report(report: dict[str, Any]) -> str:
             L.append(f"{r['gt_hide_id']:>4}{_f(r['run_hide_id'], '', 5)}  {gl:<17}{rl:<17}"
                      f"{r['gt_area_m2']:>8.3f}{r['run_area_m2']:>8.3f}"
                      f"{_f(r['area_error_pct'], '.2f')}{_f(r['grade'], '', 6)}")
+    if report.get("marking"):
+        from .evaluate_marks import format_marks
+
+        L.append("")
+        L.extend(format_marks(report["marking"]))
     return "\n".join(L) + "\n"

@@ -67,11 +67,14 @@ class HideTracker:
         self._cur: _Building | None = None
         self._next_id = 1
         self._last_row_line: int | None = None
+        self._step = max(1, cfg.subsample)
         # rows seen while no hide is open, to find the leading tip of the next hide
         self._recent: deque[tuple[int, np.ndarray, np.ndarray, int]] = deque(
             maxlen=max(2, cfg.gap_lines // max(1, cfg.subsample) + 2)
         )
         self.closed: list[Hide] = []  # hides whose last line is known, in order
+        # presence masks of the last few closed hides, for ``locate`` of late-finalised defects
+        self._kept: deque[tuple[int, int, int, np.ndarray]] = deque(maxlen=4)
 
     @property
     def open_hide_first_line(self) -> int | None:
@@ -84,12 +87,44 @@ class HideTracker:
     def open_hide_id(self) -> int:
         return self._next_id
 
+    def locate(self, line: float, x: float, margin_px: float) -> tuple[int | None, bool]:
+        """Which hide holds pixel (x, line), and whether it lies ``margin_px`` inside its outline.
+
+        Answers from the presence mask of the hide under the camera or of a recently closed
+        one, so a defect can be marked before its hide is complete. Returns (hide id or None,
+        interior). Rows not seen yet count as hide (they are at most a strip away).
+        """
+        cands: list[tuple[int, int, int, list[np.ndarray] | np.ndarray]] = []
+        cur = self._cur
+        if cur is not None and cur.confirmed and cur.rows_mask:
+            cands.append((self._next_id, cur.first_row_line, self._step, cur.rows_mask))
+        cands.extend(self._kept)
+        for hid, first, step, rows in cands:
+            r = int((line - first) // step)
+            if r < 0 or r >= len(rows):
+                continue
+            c = int(x // step)
+            w = len(rows[r])
+            if not 0 <= c < w or not rows[r][c]:
+                return None, False
+            rad = int(np.ceil(margin_px / step))
+            if rad <= 0:
+                return hid, True
+            r0, r1 = max(0, r - rad), min(len(rows), r + rad + 1)
+            win = np.stack([rows[i] for i in range(r0, r1)])[:, max(0, c - rad) : c + rad + 1]
+            if c - rad < 0 or c + rad >= w:
+                return hid, False  # the hide reaches the edge of the camera's view
+            yy, xx = np.mgrid[r0 - r : r1 - r, max(0, c - rad) - c : min(w, c + rad + 1) - c]
+            disc = (yy * yy + xx * xx) * step * step <= margin_px * margin_px
+            return hid, bool(win[disc].all())
+        return None, False
+
     def push(self, ls: LineSamples) -> list[Hide]:
         """Feed samples; returns the hides that ended with them."""
         if len(ls.samples) == 0:
             return []
         mask, counts = hide_mask(ls.samples, self.belt, float(self.cfg.threshold))
-        step = ls.step
+        step = self._step = ls.step
         ended: list[Hide] = []
         for i in range(len(counts)):
             line = ls.first_line + i * step
@@ -161,6 +196,7 @@ class HideTracker:
         img = np.stack(cur.rows_img[:n_rows])
         hid = self._next_id
         self._next_id += 1
+        self._kept.append((hid, cur.first_row_line, step, mask))
         # Outline: the largest external contour of the cleaned-up mask, in sample coordinates.
         m = cv2.morphologyEx(mask * 255, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

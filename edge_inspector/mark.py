@@ -70,5 +70,5 @@ class Mark:
             "length_mm": round(float(self.length_mm), 2),
             "defect_ids": list(self.defect_ids),
             "deadline_belt_mm": round(float(self.deadline_belt_mm), 2),
-            "late": self.late,
+            "late": bool(self.late),
         }

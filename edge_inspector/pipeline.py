@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from .assemble import Assembler, StripDetections
+from .assemble import Assembler, Hooks, StripDetections
 from .belt import BeltGeometry
 from .config import Station
 from .detections import Detections
@@ -132,11 +132,13 @@ def run_pipeline(
     progress: Callable[[int], None] | None = None,
     class_names: list[str] | None = None,
     stop: threading.Event | None = None,
+    hooks: Hooks | None = None,
 ) -> RunStats:
     """Run blocks through the whole pipeline; ``on_hide`` receives every finished Hide.
 
     ``model=None`` runs the pipeline without inference (every strip has no detections):
-    the figure for ``bench --no-model``.
+    the figure for ``bench --no-model``. ``hooks`` receive early events for marking
+    (final defects, hide starts, uninspected stretches) in the caller's thread.
     """
     stop = stop or threading.Event()
     cam, tl = station.camera, station.tiling
@@ -149,7 +151,7 @@ def run_pipeline(
     stats = RunStats(provider=model.provider if model is not None else "none")
     geo = geometry_of(station)
     names = class_names or (model.class_names if model is not None else [])
-    asm = Assembler(station, geo, list(names), on_hide)
+    asm = Assembler(station, geo, list(names), on_hide, hooks=hooks)
     stitcher = Stitcher(
         grid, cam.channels, dtype, ring, q_tiles.put, live=live,
         sample_step=station.hide_detection.subsample, flat_field=load_flat_field(station), stop=stop,

@@ -50,13 +50,18 @@ def station_for_recording(station: Station, reader: RecordingReader, station_giv
     return station
 
 
-def paced(blocks: Iterator[LineBlock], line_rate_hz: float) -> Iterator[LineBlock]:
-    """Yield blocks no faster than the recorded line rate."""
+def paced(
+    blocks: Iterator[LineBlock], line_rate_hz: float, on_start: Callable[[int], None] | None = None,
+) -> Iterator[LineBlock]:
+    """Yield blocks no faster than the recorded line rate; ``on_start(first_line)`` at line 0's time."""
     t0 = time.perf_counter()
     first: int | None = None
     for b in blocks:
         if first is None:
             first = b.first_line
+            t0 = time.perf_counter()
+            if on_start is not None:
+                on_start(first)
         due = t0 + (b.end_line - first) / line_rate_hz
         delay = due - time.perf_counter()
         if delay > 0:
@@ -76,9 +81,22 @@ def replay(
     skip_corrupt: bool = False,
     headerless: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    plc: str | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
-    """Inspect a recording; write results into ``out_dir``; return stats and the summary."""
+    """Inspect a recording; write results into ``out_dir``; return stats and the summary.
+
+    ``plc``: "HOST:PORT" of a PLC, "sim" for a soft-PLC started for this run, or None for the
+    station's ``[plc] host`` (empty: marks are planned and logged, not sent). A PLC's belt moves
+    in real time, so a PLC needs ``realtime=True``.
+    """
+    from .dispatch import MarkDispatch
     from .inference import Model
+
+    if (plc or station.plc.host) and not realtime:
+        raise InputError(
+            "a PLC needs --realtime: its belt moves in real time, the replay must keep pace",
+            where=f"--plc {plc or station.plc.host}", hint="add --realtime, or leave the PLC out",
+        )
 
     hl = headerless or {}
     reader = open_recording(
@@ -101,6 +119,10 @@ def replay(
         "realtime": realtime,
         "station": station.model_dump(mode="json"),
     }
+    dispatch = MarkDispatch(
+        station, list(model.class_names), out_dir, plc=plc,
+        source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
+    )
     with ResultsWriter(
         out_dir, station_name=station.station.name, run_info=run_info,
         hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
@@ -110,16 +132,23 @@ def replay(
         def on_hide(h):  # type: ignore[no-untyped-def]
             h.grade = grade_hide(h, station.grading)
             writer.write_hide(h)
+            dispatch.on_hide(h)
             log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
                      defects=len(h.defects), grade=h.grade)
 
         blocks: Iterator[LineBlock] = reader.blocks()
         if realtime:
-            blocks = paced(blocks, station.camera.line_rate_hz)
-        stats = run_pipeline(
-            blocks, station, model, on_hide, live=realtime,
-            progress=(lambda done: progress(done - first, total)) if progress else None,
-        )
+            blocks = paced(blocks, station.camera.line_rate_hz, on_start=dispatch.line_zero)
+        try:
+            dispatch.start()
+            if not realtime:
+                dispatch.line_zero(first)
+            stats = run_pipeline(
+                blocks, station, model, on_hide, live=realtime, hooks=dispatch.hooks,
+                progress=(lambda done: progress(done - first, total)) if progress else None,
+            )
+        finally:
+            marks = dispatch.finish()
         summary = {
             "recording": str(Path(rec_path).resolve()),
             "recording_warnings": list(reader.warnings),
@@ -129,6 +158,7 @@ def replay(
             "station": station.station.name,
             "grades": writer.grades,
             **stats.as_dict(),
+            "marks": marks,
         }
         writer.finish(summary)
     return stats, summary
@@ -149,8 +179,33 @@ def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
     rows += [(f"  {k}", str(v)) for k, v in sorted(by.items())]
     rows += [
         ("throughput", f"{summary['lines_per_s'] or 0:,.0f} lines/s   {summary['tiles_per_s'] or 0:.2f} tiles/s   ({summary['wall_s']:.2f} s)"),
+        *_mark_rows(summary.get("marks")),
         ("latency p50/p99", f"{summary['latency_ms_p50']} / {summary['latency_ms_p99']} ms (strip complete -> assembled)"),
         ("results", f"{out_dir}/hides/*.json, *.png, results.sqlite, summary.json"),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def _mark_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Summary rows for marks: planned, delivered, fired by the soft-PLC, placement error."""
+    if not m:
+        return []
+    planned = m.get("planned", {})
+    rows = [("marks planned", ", ".join(f"{k} {v}" for k, v in planned.items()) or "none")]
+    rows.append(("  late / by cluster", f"{m.get('late', 0)} late   {m.get('defects_covered_by_cluster', 0)}"
+                 " defects covered by a nearby mark"))
+    link = m.get("link")
+    if link:
+        rows.append(("  plc", f"{m.get('plc')}: acknowledged {link.get('marks_acked', 0)}"
+                     f"   pending {link.get('pending', 0)}   reconnects {link.get('reconnects', 0)}"))
+    pl = m.get("plc_log")
+    if pl:
+        rows.append(("  soft-plc fired", f"{pl['fired']} ("
+                     + ", ".join(f"{k} {v}" for k, v in pl.get("fired_by_action", {}).items())
+                     + f")   missed {pl['missed']}"))
+        if pl.get("placement_error_mm_p50") is not None:
+            rows.append(("  placement error", f"p50 {pl['placement_error_mm_p50']} / p95"
+                         f" {pl['placement_error_mm_p95']} / max {pl['placement_error_mm_max']} mm"
+                         " (fired - commanded)"))
+    return rows
