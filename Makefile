@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Synthetic 8K recording -> default model -> replay -> summary, hide maps, SQLite, eval.
+# Synthetic 8K recording -> default model -> replay at line speed, marks to a soft-PLC over
+# Modbus TCP -> summary, hide maps, SQLite, marks fired -> eval incl. marking accuracy.
 run: $(STAMP)
 	mkdir -p $(RUN)
 	$(EI) synth -o $(RUN)/hides.raw --hides $(HIDES) --seed $(SEED)
-	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN)
+	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --realtime --plc sim
 	$(EI) eval $(RUN) --truth $(RUN)/hides.raw.gt.json
 
 test: $(STAMP)
