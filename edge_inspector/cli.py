@@ -108,6 +108,37 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(a: argparse.Namespace) -> int:
+    import threading
+
+    from .live import stop_on_signals
+    from .record import record
+
+    station = _station(a.station)
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = record(station, out, seconds=a.seconds, lines=a.lines, stop=stop)
+    print(result.summary_line())
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    import threading
+
+    from .live import run_live, stop_on_signals
+    from .replay import format_summary
+
+    station = _station(a.station)
+    out = Path(a.out or station.outputs.dir)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        _, summary = run_live(station, out, seconds=a.seconds, model_path=a.model, stop=stop)
+    print(format_summary(summary, out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-inspector", description="Leather-hide inspection station.")
     p.add_argument("--version", action="version", version=f"edge-inspector {__version__}")
@@ -152,12 +183,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the report as JSON here")
     s.set_defaults(fn=cmd_eval)
 
+    from .plc import softplc
+
+    s = sub.add_parser("plc-sim", help="soft-PLC: a Modbus TCP server with a simulated belt and marker")
+    softplc.add_arguments(s)
+    s.set_defaults(fn=softplc.run)
+
     s = sub.add_parser("bench", help="measure lines/s and tiles/s (JSON)")
     s.add_argument("--station", help="station TOML (default: built-in 8K defaults)")
     s.add_argument("--no-model", action="store_true", help="pipeline alone, no inference")
     s.add_argument("--model", help="model to bench (overrides the station)")
     s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("run", help="inspect live from the station's camera until SIGTERM/Ctrl-C or --seconds")
+    s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
+    s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
+    s.add_argument("--seconds", type=float, help="stop after this many seconds (drains, writes results)")
+    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("record", help="record camera lines into a .raw file")
+    s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
+    s.add_argument("-o", "--output", required=True, help="output .raw file")
+    until = s.add_mutually_exclusive_group(required=True)
+    until.add_argument("--seconds", type=float, help="record this many seconds")
+    until.add_argument("--lines", type=int, help="record this many lines")
+    s.set_defaults(fn=cmd_record)
     return p
 
 

@@ -38,11 +38,80 @@ class Camera(BaseModel):
     )
 
 
+FeatureValue = bool | int | float | str
+"""A GenICam node value in a station file: Boolean, Integer, Float, Enumeration entry or String
+(``true`` executes a Command node)."""
+
+
+class LineTrigger(BaseModel):
+    """One trigger, written in this order: TriggerSelector, TriggerMode, TriggerSource, TriggerActivation."""
+
+    model_config = _STRICT
+    selector: str = Field("LineStart", description="TriggerSelector: LineStart, FrameStart, ...")
+    mode: Literal["On", "Off"] = Field("On", description="TriggerMode")
+    source: str | None = Field(None, description="TriggerSource, e.g. EncoderModuleOut, Encoder0, Line0")
+    activation: str | None = Field(None, description="TriggerActivation, e.g. RisingEdge")
+
+
+class Encoder(BaseModel):
+    """The camera's encoder module (SFNC names); unset fields leave the camera's value."""
+
+    model_config = _STRICT
+    selector: str | None = Field(None, description="EncoderSelector, e.g. Encoder0")
+    source_a: str | None = Field(None, description="EncoderSourceA, e.g. Line1")
+    source_b: str | None = Field(None, description="EncoderSourceB, e.g. Line2")
+    mode: str | None = Field(None, description="EncoderMode, e.g. FourPhase, HighResolution")
+    divider: int | None = Field(None, ge=1, description="EncoderDivider: encoder ticks per line")
+    output_mode: str | None = Field(None, description="EncoderOutputMode, e.g. PositionUp, Motion")
+
+
+class GenICam(BaseModel):
+    """Live acquisition through a GenTL producer (``source.kind = "genicam"``; docs/cameras.md).
+
+    Width and PixelFormat come from ``[camera]``; the line rate from ``camera.line_rate_hz``.
+    Node writes happen in this order: Width, Height, PixelFormat, line/frame rate, triggers,
+    encoder, flat_field, features.
+    """
+
+    model_config = _STRICT
+    cti: str = Field(
+        "viky", description='GenTL producer file; "viky" or "" = the simulator shipped with the genicam package'
+    )
+    device: int | str = Field(0, description="list index (int), or serial number / user-defined name / device id")
+    lines_per_buffer: int = Field(1024, gt=0, description="camera Height: lines per GenTL buffer and per LineBlock")
+    rate_node: Literal["auto", "AcquisitionLineRate", "AcquisitionFrameRate", "none"] = Field(
+        "auto",
+        description="auto: AcquisitionLineRate = line_rate_hz, or AcquisitionFrameRate = line_rate_hz /"
+        " lines_per_buffer on area-scan devices; none: leave it (encoder-triggered lines)",
+    )
+    trigger: list[LineTrigger] = Field(default_factory=list, description="[[source.genicam.trigger]] tables")
+    encoder: Encoder | None = None
+    flat_field: dict[str, FeatureValue] = Field(
+        default_factory=dict, description="camera-side flat-field / shading switches (vendor node names)"
+    )
+    features: dict[str, FeatureValue] = Field(
+        default_factory=dict, description="any other node = value, written last, in the order given"
+    )
+    required: list[str] = Field(
+        default_factory=list, description="nodes the camera must have; others that are missing are warnings"
+    )
+    num_buffers: int = Field(16, ge=1, description="GenTL buffers announced to the producer (bursts)")
+    ring_blocks: int = Field(8, ge=2, description="line blocks buffered between acquisition and the pipeline")
+    fetch_timeout_s: float = Field(1.0, gt=0, description="no buffer for this long counts as one fetch timeout")
+    max_fetch_timeouts: int = Field(
+        3, ge=0, description="consecutive fetch timeouts that mean the camera is lost; 0 = never (belt may stop)"
+    )
+    reconnect_retries: int = Field(10, ge=0, description="reconnect attempts before giving up; 0 = forever")
+    reconnect_backoff_s: float = Field(0.5, gt=0, description="first pause between attempts; doubles each time")
+    reconnect_backoff_max_s: float = Field(5.0, gt=0)
+
+
 class Source(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _STRICT
     kind: Literal["replay", "synthetic", "genicam"] = "replay"
     path: str | None = None
-    block_lines: int = Field(512, gt=0, description="lines per LineBlock")
+    block_lines: int = Field(512, gt=0, description="lines per LineBlock (genicam: lines_per_buffer)")
+    genicam: GenICam = Field(default_factory=GenICam)
 
 
 class Tiling(BaseModel):
@@ -144,7 +213,11 @@ class Marking(BaseModel):
     reject_defect_share: float | None = Field(
         None, ge=0, le=1, description="reject a hide whose defect area share exceeds this"
     )
-    reject_distance_mm: float = Field(8000.0, gt=0, description="camera line to the reject gate")
+    reject_distance_mm: float = Field(
+        8000.0, gt=0,
+        description="camera line to the reject gate; more than the longest hide + a strip + processing latency,"
+        " or rejects are late (a hide is graded once it is complete)",
+    )
     uninspected: bool = Field(True, description="send uninspected stretches to the PLC")
     hide_events: bool = Field(True, description="send hide start/end to the PLC")
 

@@ -1,0 +1,149 @@
+"""The live station: ``edge-inspector run --station FILE`` (ARCHITECTURE.md section 8).
+
+Camera (GenICamSource) -> run_pipeline(live=True) -> graded hides in the results folder,
+built like ``replay()``. A stop (SIGTERM, Ctrl-C, ``seconds``) ends the camera stream; the
+pipeline then drains: strips in flight are inspected, open hides are finished and written, and
+summary.json closes the run. A camera that does not come back after its reconnect attempts ends
+the run the same way, and ``run_live`` raises its CameraError after the summary is written.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from .camera import CameraError, GenICamSource
+from .config import Station
+from .errors import InputError
+from .hide import Hide
+from .lines import LineBlock
+from .pipeline import RunStats, run_pipeline
+from .results import ResultsWriter, grade_hide
+
+log = structlog.get_logger(__name__)
+
+HideCallback = Callable[[Hide], None]
+
+
+def hide_handler(station: Station, writer: ResultsWriter, extra: Sequence[HideCallback] = ()) -> HideCallback:
+    """``on_hide`` for run_pipeline: grade the hide, write it, then hand it to each of ``extra`` (e.g. marking)."""
+
+    def on_hide(h: Hide) -> None:
+        h.grade = grade_hide(h, station.grading)
+        writer.write_hide(h)
+        for callback in extra:
+            callback(h)
+        log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
+                 defects=len(h.defects), grade=h.grade)
+
+    return on_hide
+
+
+def run_live(
+    station: Station,
+    out_dir: Path,
+    *,
+    seconds: float | None = None,
+    model_path: str | None = None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[GenICamSource], None] | None = None,
+    hide_callbacks: Sequence[HideCallback] = (),
+) -> tuple[RunStats, dict[str, Any]]:
+    """Inspect the camera's lines until ``stop`` is set or ``seconds`` pass; write results into ``out_dir``.
+
+    ``on_ready(source)`` runs once the model is warm and the camera streams (systemd READY=1).
+    """
+    from .inference import Model
+
+    if seconds is not None and seconds <= 0:
+        raise InputError(f"--seconds must be greater than 0, got {seconds}")
+    stop = stop or threading.Event()
+    mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
+    model = Model.load(mcfg, resolve=station.resolve)
+    model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
+    model.warmup()
+    log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+    with GenICamSource(station, stop=stop) as source:
+        camera = source.device.as_dict()
+        run_info = {"command": "run", "camera": camera, "camera_settings": source.applied, "model": str(model.path),
+                    "provider": model.provider, "station": station.model_dump(mode="json")}
+        with ResultsWriter(
+            out_dir, station_name=station.station.name, run_info=run_info,
+            hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
+            mm_per_px=station.camera.mm_per_px, mm_per_line=station.camera.mm_per_line,
+        ) as writer:
+            failure: list[CameraError] = []
+            timer = stop_after(seconds, stop)
+            if on_ready is not None:
+                on_ready(source)
+            if timer is not None:
+                timer.start()
+            try:
+                stats = run_pipeline(_until_camera_fails(source, failure), station, model,
+                                     hide_handler(station, writer, hide_callbacks), live=True)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            summary = {
+                "recording": f"camera {camera['vendor']} {camera['model']} serial {camera['serial'] or '-'}",
+                "camera": camera,
+                "camera_settings": source.applied,
+                "acquisition": source.stats.as_dict(),
+                "camera_error": str(failure[0]) if failure else None,
+                "model": str(model.path),
+                "model_kind": model.kind,
+                "classes": list(model.class_names),
+                "station": station.station.name,
+                "grades": writer.grades,
+                **stats.as_dict(),
+            }
+            writer.finish(summary)
+    if failure:
+        raise failure[0]
+    return stats, summary
+
+
+def _until_camera_fails(source: GenICamSource, failure: list[CameraError]) -> Iterator[LineBlock]:
+    """The source's blocks; a CameraError ends the stream (the pipeline drains) and is kept in ``failure``."""
+    try:
+        yield from source
+    except CameraError as e:
+        log.error("camera failed; finishing the run", error=str(e))
+        failure.append(e)
+
+
+def stop_after(seconds: float | None, stop: threading.Event) -> threading.Timer | None:
+    """A daemon timer (not started) that sets ``stop`` after ``seconds``; None without seconds."""
+    if seconds is None:
+        return None
+    timer = threading.Timer(seconds, stop.set)
+    timer.daemon = True
+    return timer
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (a clean stop with drain); a second one interrupts at once."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
