@@ -134,7 +134,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     out = Path(a.out or station.outputs.dir)
     stop = threading.Event()
     with stop_on_signals(stop):
-        _, summary = run_live(station, out, seconds=a.seconds, model_path=a.model, stop=stop)
+        _, summary = run_live(station, out, seconds=a.seconds, model_path=a.model, stop=stop, plc=a.plc)
     print(format_summary(summary, out))
     return 0
 
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
     s.add_argument("--seconds", type=float, help="stop after this many seconds (drains, writes results)")
     s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
+    s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' for a soft-PLC"
+                   " (default: the station's [plc] host, none when empty)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("record", help="record camera lines into a .raw file")

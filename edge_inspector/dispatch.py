@@ -5,7 +5,7 @@ Replay and the live run use it the same way::
     d = MarkDispatch(station, class_names, out_dir, source_id=..., plc="sim" | "HOST:PORT" | None)
     d.start()                     # soft-PLC up, link connected (or retrying in the background)
     run_pipeline(..., hooks=d.hooks)   # and d.on_hide(hide) after grading each hide
-    d.line_zero(first_line)       # when the first line goes under the camera: belt offset
+    d.line_zero(line_now)         # once, as the first lines arrive: line -> encoder offset
     summary = d.finish()          # drain the outbox, let the belt carry the last marks, stop
 
 Without a PLC the planner still runs: ``marks.jsonl`` in the results folder lists every mark
@@ -130,13 +130,13 @@ class MarkDispatch:
         return self.sim_address
 
     # -- during the run ---------------------------------------------------------------------
-    def line_zero(self, first_line: int) -> None:
-        """The first line is under the camera now: tie the line frame to the PLC's encoder."""
+    def line_zero(self, line_now: int) -> None:
+        """Line ``line_now`` is under the camera now: tie the line frame to the PLC's encoder (once)."""
         if self._line0_done:
             return
         self._line0_done = True
         belt = self.link.belt_mm() if self.link is not None else None
-        offset = 0.0 if belt is None else belt - first_line * self.st.camera.mm_per_line
+        offset = 0.0 if belt is None else belt - line_now * self.st.camera.mm_per_line
         self.planner.belt_offset_mm = offset
         self.planner.write_header({
             "belt_offset_mm": round(offset, 3),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,11 +56,15 @@ def run_live(
     stop: threading.Event | None = None,
     on_ready: Callable[[GenICamSource], None] | None = None,
     hide_callbacks: Sequence[HideCallback] = (),
+    plc: str | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect the camera's lines until ``stop`` is set or ``seconds`` pass; write results into ``out_dir``.
 
     ``on_ready(source)`` runs once the model is warm and the camera streams (systemd READY=1).
+    Marks go to ``plc`` ("HOST:PORT" or "sim"), else to the station's ``[plc] host`` when set;
+    they are always planned and logged to marks.jsonl (edge_inspector/dispatch.py).
     """
+    from .dispatch import MarkDispatch
     from .inference import Model
 
     if seconds is not None and seconds <= 0:
@@ -74,6 +79,10 @@ def run_live(
         camera = source.device.as_dict()
         run_info = {"command": "run", "camera": camera, "camera_settings": source.applied, "model": str(model.path),
                     "provider": model.provider, "station": station.model_dump(mode="json")}
+        dispatch = MarkDispatch(
+            station, list(model.class_names), out_dir, plc=plc,
+            source_id=f"camera-{camera['serial'] or camera.get('id', '-')}@{time.strftime('%Y%m%dT%H%M%S')}",
+        )
         with ResultsWriter(
             out_dir, station_name=station.station.name, run_info=run_info,
             hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
@@ -81,16 +90,21 @@ def run_live(
         ) as writer:
             failure: list[CameraError] = []
             timer = stop_after(seconds, stop)
-            if on_ready is not None:
-                on_ready(source)
-            if timer is not None:
-                timer.start()
             try:
-                stats = run_pipeline(_until_camera_fails(source, failure), station, model,
-                                     hide_handler(station, writer, hide_callbacks), live=True)
+                dispatch.start()
+                if on_ready is not None:
+                    on_ready(source)
+                if timer is not None:
+                    timer.start()
+                stats = run_pipeline(
+                    _first_line_to(dispatch, _until_camera_fails(source, failure)), station, model,
+                    hide_handler(station, writer, [*hide_callbacks, dispatch.on_hide]), live=True,
+                    hooks=dispatch.hooks,
+                )
             finally:
                 if timer is not None:
                     timer.cancel()
+                marks = dispatch.finish()
             summary = {
                 "recording": f"camera {camera['vendor']} {camera['model']} serial {camera['serial'] or '-'}",
                 "camera": camera,
@@ -103,11 +117,19 @@ def run_live(
                 "station": station.station.name,
                 "grades": writer.grades,
                 **stats.as_dict(),
+                "marks": marks,
             }
             writer.finish(summary)
     if failure:
         raise failure[0]
     return stats, summary
+
+
+def _first_line_to(dispatch: Any, blocks: Iterator[LineBlock]) -> Iterator[LineBlock]:
+    """Tell the dispatch which line is under the camera when the first block arrives."""
+    for b in blocks:
+        dispatch.line_zero(b.end_line)
+        yield b
 
 
 def _until_camera_fails(source: GenICamSource, failure: list[CameraError]) -> Iterator[LineBlock]:

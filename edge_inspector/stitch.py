@@ -279,7 +279,7 @@ class Stitcher:
         first = -(-a // s) * s  # first multiple of s at or after a
         if first >= block.end_line:
             return
-        samples = np.ascontiguousarray(block.lines[first - a :: s, ::s])
+        samples = np.array(block.lines[first - a :: s, ::s], order="C")  # a copy, also for step 1
         if self._ff is not None:
             g = self._ff[0][::s][None]
             o = self._ff[1][::s][None]

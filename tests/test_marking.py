@@ -221,3 +221,18 @@ def test_realtime_replay_drives_the_soft_plc_and_every_mark_fires_once_where_pla
     mk = json.loads((tmp_path / "ev.json").read_text())["marking"]
     assert mk["source"].startswith("fired") and mk["ink_marks"] == marks["planned"]["ink"]
     assert mk["gt_defects_marked"] > 0 and mk["position_error_mm"]["p50"] < 20
+
+
+def test_live_run_from_the_gentl_simulator_marks_through_the_soft_plc(tmp_path):
+    """`run --plc sim` with viky.cti: the live path plans, delivers and fires marks like replay."""
+    viky = Path(__file__).resolve().parents[1] / "configs" / "stations" / "viky-sim.toml"
+    st = tmp_path / "viky.toml"
+    st.write_text(viky.read_text() + "\n[marking]\nreject_grades = []\n")
+    out = tmp_path / "run"
+    assert main(["run", "--station", str(st), "--seconds", "2", "--out", str(out), "--plc", "sim"]) == 0
+    marks = json.loads((out / "summary.json").read_text())["marks"]
+    n = sum(marks["planned"].values())
+    assert n > 0 and marks["link"]["marks_acked"] == n
+    assert marks["plc_log"]["fired"] == n and marks["plc_log"]["missed"] == 0
+    head = json.loads((out / "marks.jsonl").read_text().splitlines()[0])
+    assert head["event"] == "run" and head["encoder_known"] is True
