@@ -26,25 +26,11 @@ from .errors import InputError
 from .hide import Hide
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
-from .results import ResultsWriter, grade_hide
+from .results import ResultsWriter, hide_handler
 
 log = structlog.get_logger(__name__)
 
 HideCallback = Callable[[Hide], None]
-
-
-def hide_handler(station: Station, writer: ResultsWriter, extra: Sequence[HideCallback] = ()) -> HideCallback:
-    """``on_hide`` for run_pipeline: grade the hide, write it, then hand it to each of ``extra`` (e.g. marking)."""
-
-    def on_hide(h: Hide) -> None:
-        h.grade = grade_hide(h, station.grading)
-        writer.write_hide(h)
-        for callback in extra:
-            callback(h)
-        log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
-                 defects=len(h.defects), grade=h.grade)
-
-    return on_hide
 
 
 def run_live(
@@ -70,11 +56,7 @@ def run_live(
     if seconds is not None and seconds <= 0:
         raise InputError(f"--seconds must be greater than 0, got {seconds}")
     stop = stop or threading.Event()
-    mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
-    model = Model.load(mcfg, resolve=station.resolve)
-    model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
-    model.warmup()
-    log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+    model = Model.for_station(station, model_path)
     with GenICamSource(station, stop=stop) as source:
         camera = source.device.as_dict()
         run_info = {"command": "run", "camera": camera, "camera_settings": source.applied, "model": str(model.path),
@@ -83,11 +65,7 @@ def run_live(
             station, list(model.class_names), out_dir, plc=plc,
             source_id=f"camera-{camera['serial'] or camera.get('id', '-')}@{time.strftime('%Y%m%dT%H%M%S')}",
         )
-        with ResultsWriter(
-            out_dir, station_name=station.station.name, run_info=run_info,
-            hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
-            mm_per_px=station.camera.mm_per_px, mm_per_line=station.camera.mm_per_line,
-        ) as writer:
+        with ResultsWriter.for_station(out_dir, station, run_info) as writer:
             failure: list[CameraError] = []
             timer = stop_after(seconds, stop)
             try:
@@ -98,7 +76,7 @@ def run_live(
                     timer.start()
                 stats = run_pipeline(
                     _first_line_to(dispatch, _until_camera_fails(source, failure)), station, model,
-                    hide_handler(station, writer, [*hide_callbacks, dispatch.on_hide]), live=True,
+                    hide_handler(station.grading, writer, [*hide_callbacks, dispatch.on_hide]), live=True,
                     hooks=dispatch.hooks,
                 )
             finally:

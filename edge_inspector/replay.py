@@ -19,7 +19,7 @@ from .errors import InputError
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
 from .recording import RecordingReader, open_recording
-from .results import ResultsWriter, grade_hide
+from .results import ResultsWriter, hide_handler
 
 log = structlog.get_logger(__name__)
 
@@ -104,11 +104,7 @@ def replay(
         on_warning=lambda w: log.warning("recording", file=str(rec_path), warning=w), **hl,
     )
     station = station_for_recording(station, reader, station_given, rec_path)
-    mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
-    model = Model.load(mcfg, resolve=station.resolve)
-    model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
-    model.warmup()
-    log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+    model = Model.for_station(station, model_path)
     first, end = reader.line_range
     total = max(1, end - first)
     run_info = {
@@ -123,18 +119,8 @@ def replay(
         station, list(model.class_names), out_dir, plc=plc,
         source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
     )
-    with ResultsWriter(
-        out_dir, station_name=station.station.name, run_info=run_info,
-        hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
-        mm_per_px=station.camera.mm_per_px, mm_per_line=station.camera.mm_per_line,
-    ) as writer:
-
-        def on_hide(h):  # type: ignore[no-untyped-def]
-            h.grade = grade_hide(h, station.grading)
-            writer.write_hide(h)
-            dispatch.on_hide(h)
-            log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
-                     defects=len(h.defects), grade=h.grade)
+    with ResultsWriter.for_station(out_dir, station, run_info) as writer:
+        on_hide = hide_handler(station.grading, writer, [dispatch.on_hide])
 
         blocks: Iterator[LineBlock] = reader.blocks()
         if realtime:

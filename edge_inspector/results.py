@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -38,7 +39,7 @@ import numpy as np
 import structlog
 
 from .classes import class_color
-from .config import Grading
+from .config import Grading, Station
 from .errors import InputError
 from .hide import Hide
 
@@ -455,11 +456,36 @@ def open_db(path: Path) -> sqlite3.Connection:
 # Writer
 
 
+def hide_handler(
+    grading: Grading, writer: "ResultsWriter", extra: Sequence[Callable[[Hide], None]] = (),
+) -> Callable[[Hide], None]:
+    """``on_hide`` for run_pipeline: grade the hide, write it, then hand it to each of ``extra`` (marking)."""
+
+    def on_hide(h: Hide) -> None:
+        h.grade = grade_hide(h, grading)
+        writer.write_hide(h)
+        for callback in extra:
+            callback(h)
+        log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
+                 defects=len(h.defects), grade=h.grade)
+
+    return on_hide
+
+
 class ResultsWriter:
     """Writes one run's results into ``out_dir`` (see the module docstring). A context manager.
 
     ``write_hide`` may be called from any one thread at a time (calls are serialised by a lock).
     """
+
+    @classmethod
+    def for_station(cls, out_dir: Path, station: Station, run_info: dict[str, Any]) -> "ResultsWriter":
+        """A writer with the station's output switches and geometry."""
+        return cls(
+            out_dir, station_name=station.station.name, run_info=run_info,
+            hide_maps=station.outputs.hide_maps, sqlite=station.outputs.sqlite,
+            mm_per_px=station.camera.mm_per_px, mm_per_line=station.camera.mm_per_line,
+        )
 
     def __init__(
         self,

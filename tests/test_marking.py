@@ -15,7 +15,8 @@ from edge_inspector.hide import Hide
 from edge_inspector.mark import Action, Mark
 from edge_inspector.marking import MarkPlanner
 from edge_inspector.stitch import Uninspected
-from edge_inspector.synth import SynthConfig, write_recording
+
+from conftest import SMALL_STATION
 
 
 def _station(**marking):
@@ -115,41 +116,14 @@ def test_marking_disabled_plans_nothing():
     assert got == [] and p.planned == {}
 
 
-SMALL = """
-[station]
-name = "small"
-[camera]
-width = 1024
-channels = 3
-line_rate_hz = 20000
-mm_per_px = 1.5
-mm_per_line = 1.5
-[tiling]
-tile = 512
-overlap = 64
-ring_slots = 3
-[hide_detection]
-subsample = 4
-min_hide_lines = 32
-gap_lines = 32
-edge_margin_mm = 0
-[model]
-path = "builtin:baseline"
-providers = ["CPUExecutionProvider"]
-[belt]
-speed_m_per_min = 60
-marker_distance_mm = 3000
-"""
+SMALL = SMALL_STATION.replace("gap_lines = 32", "gap_lines = 32\nedge_margin_mm = 0")
 
 
-@pytest.fixture(scope="module")
-def small_recording(tmp_path_factory) -> tuple[Path, Path, dict]:
-    d = tmp_path_factory.mktemp("rec")
-    st = d / "small.toml"
+@pytest.fixture
+def small_recording(recording, tmp_path) -> tuple[Path, Path, dict]:
+    rec, _, truth = recording
+    st = tmp_path / "small.toml"
     st.write_text(SMALL)
-    rec = d / "hides.raw"
-    truth = write_recording(rec, SynthConfig(hides=2, seed=11, width=1024, mm_per_px=1.5, mm_per_line=1.5,
-                                             line_rate_hz=20000))
     return rec, st, truth
 
 

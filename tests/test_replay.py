@@ -11,45 +11,8 @@ import pytest
 
 from edge_inspector.cli import main
 from edge_inspector.evaluate import evaluate
-from edge_inspector.synth import SynthConfig, write_recording
 
-# A small station: 1024 px at 1.5 mm per px and line keeps hides at ~1000 x ~1400 px.
-STATION = """
-[station]
-name = "small"
-[camera]
-width = 1024
-channels = 3
-line_rate_hz = 20000
-mm_per_px = 1.5
-mm_per_line = 1.5
-[tiling]
-tile = 512
-overlap = 64
-ring_slots = 3
-[hide_detection]
-subsample = 4
-min_hide_lines = 32
-gap_lines = 32
-[model]
-path = "builtin:baseline"
-providers = ["CPUExecutionProvider"]
-[belt]
-speed_m_per_min = 60
-marker_distance_mm = 3000
-"""
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, Path, dict]:
-    d = tmp_path_factory.mktemp("rec")
-    st = d / "small.toml"
-    st.write_text(STATION)
-    rec = d / "hides.raw"
-    truth = write_recording(rec, SynthConfig(hides=2, seed=11, width=1024, mm_per_px=1.5, mm_per_line=1.5,
-                                             line_rate_hz=20000))
-    return rec, st, truth
-
+from conftest import SMALL_STATION as STATION
 
 def test_replay_writes_results_and_eval_matches_truth(recording, tmp_path, capsys):
     rec, st, truth = recording

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import structlog
 
-from ..config import ModelCfg
+from ..config import ModelCfg, Station
 from ..detections import Detections
 from ..errors import ModelError
 from .baseline import BASELINE_PATH
@@ -270,6 +270,16 @@ class Model:
         return session
 
     # ---------------------------------------------------------------- use
+
+    @classmethod
+    def for_station(cls, station: Station, model_path: str | None = None) -> "Model":
+        """The station's model (or ``model_path``), checked against its tiles and warmed up."""
+        cfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
+        model = cls.load(cfg, resolve=station.resolve)
+        model.check_fits(station.tiling.tile, station.camera.channels, cfg.path)
+        model.warmup()
+        log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+        return model
 
     def check_fits(self, tile: int, channels: int, path_for_errors: str | Path | None = None) -> None:
         """ModelError when the model's input channels or fixed size do not fit camera / tiling."""
