@@ -26,11 +26,13 @@ from .errors import InputError
 from .hide import Hide
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
+from .probe import Probe
 from .results import ResultsWriter, hide_handler
 
 log = structlog.get_logger(__name__)
 
 HideCallback = Callable[[Hide], None]
+Publish = Callable[[str, dict[str, Any]], None]  # (topic, data): see edge_inspector/events.py
 
 
 def run_live(
@@ -43,12 +45,17 @@ def run_live(
     on_ready: Callable[[GenICamSource], None] | None = None,
     hide_callbacks: Sequence[HideCallback] = (),
     plc: str | None = None,
+    probe: Probe | None = None,
+    publish: Publish | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect the camera's lines until ``stop`` is set or ``seconds`` pass; write results into ``out_dir``.
 
     ``on_ready(source)`` runs once the model is warm and the camera streams (systemd READY=1).
     Marks go to ``plc`` ("HOST:PORT" or "sim"), else to the station's ``[plc] host`` when set;
     they are always planned and logged to marks.jsonl (edge_inspector/dispatch.py).
+    ``probe`` gives other threads a live view of the pipeline (metrics, watchdog);
+    ``publish(topic, data)`` receives every finished hide ("hide"), its defects ("defect") and
+    every mark handed to the PLC ("mark") (edge_inspector/events.py).
     """
     from .dispatch import MarkDispatch
     from .inference import Model
@@ -74,10 +81,13 @@ def run_live(
                     on_ready(source)
                 if timer is not None:
                     timer.start()
+                extra = [*hide_callbacks, dispatch.on_hide]
+                if publish is not None:
+                    extra.append(lambda h: publish_hide(publish, h))
+                    dispatch.planner.on_marks.append(lambda ms: [publish("mark", m.to_json()) for m in ms])
                 stats = run_pipeline(
                     _first_line_to(dispatch, _until_camera_fails(source, failure)), station, model,
-                    hide_handler(station.grading, writer, [*hide_callbacks, dispatch.on_hide]), live=True,
-                    hooks=dispatch.hooks,
+                    hide_handler(station.grading, writer, extra), live=True, hooks=dispatch.hooks, probe=probe,
                 )
             finally:
                 if timer is not None:
@@ -101,6 +111,14 @@ def run_live(
     if failure:
         raise failure[0]
     return stats, summary
+
+
+def publish_hide(publish: Publish, h: Hide) -> None:
+    """A finished hide as events: each defect ("defect"), then the hide without its defect list ("hide")."""
+    rec = h.to_json()
+    for d in rec.pop("defects"):
+        publish("defect", d)
+    publish("hide", rec)
 
 
 def _first_line_to(dispatch: Any, blocks: Iterator[LineBlock]) -> Iterator[LineBlock]:

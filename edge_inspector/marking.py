@@ -73,6 +73,7 @@ class MarkPlanner:
         self.belt_now_mm = belt_now_mm
         self.mm_per_line = station.camera.mm_per_line
         self.now_line: Callable[[], float] | None = None
+        self.on_marks: list[Callable[[list[Mark]], None]] = []  # e.g. the event publisher
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)  # ink marks (along, across), line frame
         self.log_path = log_path
         self._log: IO[str] | None = None
@@ -216,6 +217,8 @@ class MarkPlanner:
             self.planned[name] = self.planned.get(name, 0) + 1
             self.last_deadline_mm = max(self.last_deadline_mm or m.deadline_belt_mm, m.deadline_belt_mm)
         self._write([{"event": "planned", **m.to_json()} for m in accepted])
+        for callback in self.on_marks:
+            callback(accepted)
 
     def write_header(self, info: dict[str, Any]) -> None:
         """A line in the marks log with the offsets and distances eval needs to read it back."""

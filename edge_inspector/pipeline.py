@@ -29,6 +29,7 @@ from .config import Station
 from .detections import Detections
 from .hide import Hide
 from .lines import LineBlock
+from .probe import Probe
 from .stitch import Stitcher, Strip, TileRing
 from .tile import TileGrid
 
@@ -133,12 +134,14 @@ def run_pipeline(
     class_names: list[str] | None = None,
     stop: threading.Event | None = None,
     hooks: Hooks | None = None,
+    probe: Probe | None = None,
 ) -> RunStats:
     """Run blocks through the whole pipeline; ``on_hide`` receives every finished Hide.
 
     ``model=None`` runs the pipeline without inference (every strip has no detections):
     the figure for ``bench --no-model``. ``hooks`` receive early events for marking
-    (final defects, hide starts, uninspected stretches) in the caller's thread.
+    (final defects, hide starts, uninspected stretches) in the caller's thread. ``probe`` is
+    filled in with the stages, for live metrics and the watchdog (edge_inspector/probe.py).
     """
     stop = stop or threading.Event()
     cam, tl = station.camera, station.tiling
@@ -157,6 +160,10 @@ def run_pipeline(
         sample_step=station.hide_detection.subsample, flat_field=load_flat_field(station), stop=stop,
     )
     batch = station.model.batch
+    probe = probe if probe is not None else Probe()
+    probe.stitcher, probe.ring, probe.q_tiles, probe.q_dets, probe.assembler = stitcher, ring, q_tiles, q_dets, asm
+    probe.provider = stats.provider
+    probe.running = True
 
     def put(q: queue.Queue[object], item: object) -> None:
         while not stop.is_set():
@@ -177,6 +184,7 @@ def run_pipeline(
                     blk = next(it)
                 except StopIteration:
                     break
+                probe.last_block_ns = time.monotonic_ns()
                 t0 = time.perf_counter()
                 stitcher.push(blk)
                 busy += time.perf_counter() - t0
@@ -211,6 +219,9 @@ def run_pipeline(
                     t1 = time.monotonic_ns()
                     ring.release(msg.slot)
                     stats.infer_ms.append((t1 - t0) / 1e6)
+                    probe.infer_ms_last = (t1 - t0) / 1e6
+                    probe.last_infer_ns = t1
+                    probe.strips_inferred += 1
                     msg = StripDetections(
                         msg.index, msg.first_line, msg.valid_lines, msg.x0s, dets, msg.lost,
                         msg.t_complete_ns, t0, t1,
@@ -250,6 +261,7 @@ def run_pipeline(
         stop.set() if errors else None
         for t in threads:
             t.join(timeout=10)
+    probe.running = False
     stats.wall_s = time.perf_counter() - t_start
     stats.cpu_s = time.process_time() - cpu0
     stats.lines = stitcher.lines_in
