@@ -222,6 +222,25 @@ class Marking(BaseModel):
     hide_events: bool = Field(True, description="send hide start/end to the PLC")
 
 
+class Events(BaseModel):
+    """Events and metrics over ZeroMQ PUB (docs/events.md); ``edge-inspector monitor`` subscribes."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    endpoint: str = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind address; loopback by default")
+    metrics_period_s: float = Field(1.0, gt=0, description="how often metrics and health are published")
+
+
+class Service(BaseModel):
+    """The systemd service (docs/service.md): readiness, watchdog and drain."""
+
+    model_config = _STRICT
+    drain_timeout_s: float = Field(30.0, gt=0, description="longest drain after SIGTERM before exiting")
+    stall_s: float = Field(
+        10.0, gt=0, description="no progress of lines or inferences for this long stops the watchdog pings"
+    )
+
+
 class Outputs(BaseModel):
     model_config = _STRICT
     dir: str = "out"
@@ -242,6 +261,8 @@ class Station(BaseModel):
     grading: Grading = Field(default_factory=Grading)
     plc: Plc = Field(default_factory=Plc)
     marking: Marking = Field(default_factory=Marking)
+    events: Events = Field(default_factory=Events)
+    service: Service = Field(default_factory=Service)
     outputs: Outputs = Field(default_factory=Outputs)
 
     # Path of the file this came from; relative paths in it resolve against its folder.
