@@ -83,6 +83,7 @@ class MarkPlanner:
         self.covered = 0  # defects within cluster_mm of another mark
         self.filtered = 0  # defects the class/score/area rules leave unmarked
         self.duplicates = 0  # marks the sink already had (same key)
+        self.line_to_mark_ms: list[float] = []  # camera line of the defect's end -> ink mark planned
 
     # -- events from the assembler (hooks) ------------------------------------------------
     def defects(self, found: list[Defect], now_line: float) -> None:
@@ -101,6 +102,8 @@ class MarkPlanner:
                 continue
             self._recent.append((along, across))
             self.covered += len(group) - 1
+            last_line = max(d.bbox_px[3] for d in group)
+            self.line_to_mark_ms.append(max(0.0, now_line - last_line) / self.st.camera.line_rate_hz * 1e3)
             best = max(group, key=lambda d: d.score)
             y0 = int(min(d.bbox_px[1] for d in group))
             x0 = int(min(d.bbox_px[0] for d in group))
@@ -235,8 +238,11 @@ class MarkPlanner:
         self._log.flush()
 
     def summary(self) -> dict[str, Any]:
+        lat = self.line_to_mark_ms
         return {
             "planned": dict(sorted(self.planned.items())),
+            "line_to_mark_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
+            "line_to_mark_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat else None,
             "late": self.late,
             "defects_covered_by_cluster": self.covered,
             "defects_not_marked_by_rule": self.filtered,

@@ -181,6 +181,9 @@ def _mark_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
     rows = [("marks planned", ", ".join(f"{k} {v}" for k, v in planned.items()) or "none")]
     rows.append(("  late / by cluster", f"{m.get('late', 0)} late   {m.get('defects_covered_by_cluster', 0)}"
                  " defects covered by a nearby mark"))
+    if m.get("line_to_mark_ms_p50") is not None:
+        rows.append(("  camera line -> mark", f"p50 {m['line_to_mark_ms_p50']} / p99 {m['line_to_mark_ms_p99']} ms"
+                     " (at the line rate; the marker needs it within the marker distance)"))
     link = m.get("link")
     if link:
         rows.append(("  plc", f"{m.get('plc')}: acknowledged {link.get('marks_acked', 0)}"
