@@ -125,25 +125,54 @@ def cmd_record(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    import threading
+    import os
 
-    from .live import run_live, stop_on_signals
-    from .replay import format_summary
+    from .service import EXIT_DRAIN_TIMEOUT, run_service
 
     station = _station(a.station)
     out = Path(a.out or station.outputs.dir)
-    stop = threading.Event()
-    with stop_on_signals(stop):
-        _, summary = run_live(station, out, seconds=a.seconds, model_path=a.model, stop=stop, plc=a.plc)
-    print(format_summary(summary, out))
-    return 0
+    code = run_service(station, out, seconds=a.seconds, model_path=a.model, plc=a.plc, summary_table=not a.log_json)
+    if code == EXIT_DRAIN_TIMEOUT:  # the stuck run is still in a thread: exit without waiting for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def cmd_monitor(a: argparse.Namespace) -> int:
+    from .events import DEFAULT_ENDPOINT
+    from .monitor import run_monitor
+
+    endpoint = a.endpoint or (_station(a.station).events.endpoint if a.station else DEFAULT_ENDPOINT)
+    if a.seconds is not None and a.seconds <= 0:
+        raise InputError(f"--seconds must be greater than 0, got {a.seconds}")
+    if a.last < 0:
+        raise InputError(f"--last must be 0 or more, got {a.last}")
+    try:
+        return run_monitor(endpoint, seconds=a.seconds, once=a.once, as_json=a.json, last_n=a.last)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_hil(a: argparse.Namespace) -> int:
+    from .hil import HilOptions, exit_code, format_report, run_hil
+
+    opts = HilOptions(station=a.station, cti=a.cti, device=a.device, plc=a.plc, seconds=a.seconds,
+                      truth=a.truth, out=a.out, hide_timeout_s=a.hide_timeout)
+    report = run_hil(opts, on_result=lambda r: print(f"  {r.name}: {r.status}", file=sys.stderr, flush=True))
+    print(format_report(report))
+    if a.report:
+        Path(a.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.report).write_text(json.dumps(report, indent=2) + "\n")
+    return exit_code(report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-inspector", description="Leather-hide inspection station.")
     p.add_argument("--version", action="version", version=f"edge-inspector {__version__}")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
-    p.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
+    p.add_argument("--log-json", action="store_true",
+                   help="JSON log lines even on a terminal (for journald; `run` then logs its summary as JSON too)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("check-config", help="validate station files; list every problem")
@@ -196,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
     s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("run", help="inspect live from the station's camera until SIGTERM/Ctrl-C or --seconds")
+    s = sub.add_parser("run", help="inspect live from the station's camera until SIGTERM/Ctrl-C or --seconds;"
+                       " the systemd service's main process (docs/service.md)")
     s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
     s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
     s.add_argument("--seconds", type=float, help="stop after this many seconds (drains, writes results)")
@@ -204,6 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' for a soft-PLC"
                    " (default: the station's [plc] host, none when empty)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("monitor", help="live view of a station's events: rates, queues, PLC, hides, defects, alarms")
+    s.add_argument("endpoint", nargs="?", help="ZeroMQ endpoint to subscribe to (default: the station's [events]"
+                   " endpoint with --station, else tcp://127.0.0.1:5556)")
+    s.add_argument("--station", help="station TOML whose [events] endpoint to use")
+    s.add_argument("--once", action="store_true", help="wait for one metrics sample, show it, exit (1 when none comes)")
+    s.add_argument("--seconds", type=float, help="stop after this many seconds (--once: wait at most this long, default 5)")
+    s.add_argument("--json", action="store_true", help="print every decoded event as one JSON line instead of the view")
+    s.add_argument("--last", type=int, default=5, help="hides and defects to list (default 5)")
+    s.set_defaults(fn=cmd_monitor)
+
+    s = sub.add_parser("hil", help="hardware-in-the-loop checks of a station: camera, encoder, PLC, marks (hil/README.md)")
+    s.add_argument("--station", help="station TOML (default: configs/stations/viky-sim.toml, the simulator)")
+    s.add_argument("--cti", help="GenTL producer to use instead of the station's source.genicam.cti")
+    s.add_argument("--device", help="camera: list index, serial number or user-defined name (overrides the station)")
+    s.add_argument("--plc", help="PLC under test at HOST:PORT, or 'sim' for a soft-PLC (default: the station's"
+                   " [plc] host; the soft-PLC in simulator mode)")
+    s.add_argument("--seconds", type=float, default=5.0, help="how long to stream from the camera (default 5)")
+    s.add_argument("--report", help="also write the report as JSON here")
+    s.add_argument("--truth", help="physical test hide: its defects in the hide frame (hil/README.md)")
+    s.add_argument("--hide-timeout", type=float, default=120.0,
+                   help="with --truth: how long to wait for the test hide to pass the camera (default 120 s)")
+    s.add_argument("--out", help="keep the work files here (soft-PLC log, marking run); default: a temporary folder")
+    s.set_defaults(fn=cmd_hil)
 
     s = sub.add_parser("record", help="record camera lines into a .raw file")
     s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
@@ -219,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import configure
 
     a = build_parser().parse_args(argv)
-    configure(a.log_level, json=True if a.log_json else None)
+    # `run` logs to stdout (journald under the service); elsewhere stdout is the command's output
+    configure(a.log_level, json=True if a.log_json else None, stream="stdout" if a.cmd == "run" else "stderr")
     if getattr(a, "cmd", None) == "bench" and a.lines is None:
         a.lines = 200_000 if a.no_model else 20_000
     try:

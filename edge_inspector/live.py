@@ -72,6 +72,8 @@ def run_live(
             station, list(model.class_names), out_dir, plc=plc,
             source_id=f"camera-{camera['serial'] or camera.get('id', '-')}@{time.strftime('%Y%m%dT%H%M%S')}",
         )
+        if probe is not None:
+            probe.dispatch = dispatch
         with ResultsWriter.for_station(out_dir, station, run_info) as writer:
             failure: list[CameraError] = []
             timer = stop_after(seconds, stop)

@@ -20,6 +20,7 @@ class Probe:
     q_tiles: queue.Queue[object] | None = None
     q_dets: queue.Queue[object] | None = None
     assembler: Any = None  # edge_inspector.assemble.Assembler
+    dispatch: Any = None  # edge_inspector.dispatch.MarkDispatch of a live run: planner and PLC link
     provider: str = "none"
     strips_inferred: int = 0  # updated by the inference thread
     last_infer_ns: int = 0  # time.monotonic_ns() when the last strip left the model
@@ -51,12 +52,29 @@ class Probe:
             "defects": sum(a.defects_by_class.values()) if a is not None else 0,
             "queue_tiles": self.q_tiles.qsize() if self.q_tiles is not None else 0,
             "queue_detections": self.q_dets.qsize() if self.q_dets is not None else 0,
-            "ring_free_slots": self.ring.free_slots() if self.ring is not None else 0,
+            "ring_free_slots": self.ring.free_slots if self.ring is not None else 0,
             "infer_ms_last": round(self.infer_ms_last, 2),
             "last_block_age_s": age(self.last_block_ns),
             "last_infer_age_s": age(self.last_infer_ns),
             "provider": self.provider,
         }
+
+    def plc_line_running(self) -> bool | None:
+        """The PLC's LINE_RUNNING when a PLC link is up, else None (unknown)."""
+        link = getattr(self.dispatch, "link", None)
+        if link is None or not link.stats().get("connected"):
+            return None
+        return link.line_running
+
+    def marks(self) -> dict[str, Any]:
+        """Planner summary and PLC link counters of a live run ({} before the run starts)."""
+        d = self.dispatch
+        if d is None:
+            return {}
+        out: dict[str, Any] = {"marks": d.planner.summary()}
+        if d.link is not None:
+            out["plc"] = d.link.stats()
+        return out
 
     def progress(self) -> tuple[int, int, int]:
         """(lines in, strips inferred, strips waiting for the model): what the watchdog compares."""
