@@ -99,6 +99,29 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_model(a: argparse.Namespace) -> int:
+    from .eval_model import evaluate_model, find_dataset, format_report, load_model
+    from .progress import Progress
+
+    dataset = find_dataset(Path(a.dataset), a.layout, a.split)
+    model = load_model(a.model, a.station)
+    bar = Progress(1, "eval-model", unit="images")
+
+    def prog(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done)
+
+    try:
+        report = evaluate_model(model, dataset, threshold=a.threshold, tile=a.tile, overlap=a.overlap,
+                                limit=a.limit, batch=a.batch, progress=prog)
+    finally:
+        bar.close()
+    print(format_report(report), end="")
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from .bench import bench
 
@@ -212,7 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the report as JSON here")
     s.set_defaults(fn=cmd_eval)
 
+    s = sub.add_parser("eval-model", help="score a model on an image dataset (MVTec AD or YOLO layout), tiled"
+                       " as on the station: pixel Dice/IoU/AUROC/AUPRO, image AUROC/F1, box recall (docs/models.md)")
+    s.add_argument("dataset", help="dataset folder")
+    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (default: the station's,"
+                   " else builtin:default)")
+    s.add_argument("--station", help="station TOML whose [model] settings to use (decoder, providers, thresholds)")
+    s.add_argument("--split", help="folder to evaluate (MVTec: default test; YOLO: default val, else test, else the root)")
+    s.add_argument("--layout", choices=("auto", "mvtec", "yolo"), default="auto", help="dataset layout (default auto)")
+    s.add_argument("--tile", type=int, help="tile px (default: the model's fixed input size, else min(2048, the"
+                   " longer image side rounded up to 32))")
+    s.add_argument("--overlap", type=int, help="tile overlap px (default min(128, tile / 4))")
+    s.add_argument("--threshold", type=float, help="score threshold of the predicted mask (default: the model's)")
+    s.add_argument("--limit", type=int, help="evaluate this many images, evenly spaced over the sorted list")
+    s.add_argument("--batch", type=int, default=4, help="tiles per model call (default 4)")
+    s.add_argument("--json", help="also write the report as JSON here")
+    s.set_defaults(fn=cmd_eval_model)
+
     from .plc import softplc
+    from .train import __main__ as train_cli
+
+    s = sub.add_parser("train", help="train the default model (needs the 'train' extra: torch); see docs/models.md")
+    train_cli.add_arguments(s)
+    s.set_defaults(fn=train_cli.run)
 
     s = sub.add_parser("plc-sim", help="soft-PLC: a Modbus TCP server with a simulated belt and marker")
     softplc.add_arguments(s)

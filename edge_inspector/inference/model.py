@@ -7,6 +7,9 @@ and refuses a fallback when ``cfg.require_provider`` is set.
 
 Models without ``edge_inspector.*`` metadata (an ultralytics or anomalib export, plain
 segmentation logits) run when the station file names the decoder (``model.decoder``).
+
+``model.maps(tiles)`` gives the per-pixel defect score and class maps instead of detections
+(for ``edge-inspector eval-model``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -25,7 +29,10 @@ from ..config import ModelCfg, Station
 from ..detections import Detections
 from ..errors import ModelError
 from .baseline import BASELINE_PATH
-from .decoders import DECODERS, KIND_DECODER, Decoder
+from .decoders import (
+    DECODERS, KIND_DECODER, AnomalyDecoder, Decoder, SegmentationDecoder, _is_probability, _scale, _sigmoid,
+    _softmax,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -332,6 +339,53 @@ class Model:
             return out
         return self.decoder.decode(self.run_raw(tiles), b, (h, w))
 
+    def maps(
+        self, tiles: np.ndarray, *, anomaly_range: tuple[float, float] | None = None, raw: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-pixel defect score and class map of a (B, H, W, C) uint8 batch, at tile resolution.
+
+        Returns ``score`` (B, H, W) float32 in [0, 1] and ``class_map`` (B, H, W) int32
+        (0 = background, k = class k-1 of ``class_names``), or None for anomaly models.
+        Maps at an output stride are brought to tile px: scores bilinear, classes by nearest neighbour (each output pixel
+        covers its stride x stride block, as the decoders scale components).
+
+        - segmentation: ``class_map`` + ``score_map`` (uint8 / 255, or float); a class map alone
+          scores 1 on its pixels; (N, C, h, w) logits/probabilities: 1 - p(background), class =
+          argmax; one channel: the probability (sigmoid of logits), class 1 where >= threshold.
+        - anomaly: ``anomaly_map`` scaled by ``anomaly_range`` (lo, hi) -> (x - lo) / (hi - lo),
+          else by the metadata ``edge_inspector.output`` ``min`` / ``max`` (with ``threshold``:
+          anomalib's (x - threshold) / (max - min) + 0.5), else as is; then clipped to [0, 1].
+          ``raw=True`` skips scaling and clipping (to find a map's range). Without a map:
+          ``pred_mask`` (1 inside), else ``pred_score`` over the whole tile.
+        - detection / classification: the decoded ``Detections`` rasterised (outline, else box)
+          with their scores (the highest wins where they overlap), so only detections above the
+          score threshold score at all.
+        """
+        if tiles.ndim == 3:
+            tiles = tiles[..., None]
+        if tiles.ndim != 4:
+            raise ValueError(f"maps wants a (B, H, W, C) batch, got shape {tiles.shape}")
+        b, h, w, _ = tiles.shape
+        if not isinstance(self.decoder, (SegmentationDecoder, AnomalyDecoder)):
+            return _rasterise(self.infer(tiles), (h, w))
+        step = self.fixed_batch or b
+        scores: list[np.ndarray] = []
+        classes: list[np.ndarray | None] = []
+        for i in range(0, b, step):
+            part = tiles[i : i + step]
+            n = len(part)
+            if n < step:  # pad the last call to the fixed batch
+                part = np.concatenate([part, np.zeros((step - n,) + part.shape[1:], part.dtype)])
+            outputs = self.run_raw(part)
+            if isinstance(self.decoder, SegmentationDecoder):
+                score, cls = _segmentation_maps(self.decoder, outputs, step)
+            else:
+                score, cls = _anomaly_map(self.decoder, outputs, step, anomaly_range, raw), None
+            stride = self.decoder.spec.get("stride")
+            scores.append(_to_tile(score[:n], (h, w), stride, linear=True))
+            classes.append(None if cls is None else _to_tile(cls[:n], (h, w), stride))
+        return np.concatenate(scores), None if classes[0] is None else np.concatenate(classes)  # type: ignore[arg-type]
+
     def warmup(self, tile: int = 256, batch: int = 1) -> None:
         """One inference on a blank batch (allocations, kernel selection) before real tiles."""
         h, w = self.input_size or (tile, tile)
@@ -341,3 +395,100 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({self.path.name}, kind={self.kind}, classes={self.class_names},"
                 f" provider={self.provider})")
+
+
+# ------------------------------------------------------------------ raw maps (Model.maps)
+
+
+def _segmentation_maps(dec: Decoder, outputs: dict[str, np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(score, class map) at the output resolution, from the outputs the decoder would read."""
+    cm = dec._output(outputs, "class_map", "class_map")
+    if cm is not None:
+        cm = np.asarray(cm).reshape(batch, *cm.shape[-2:])
+        sm = dec._output(outputs, "score_map", "score_map")
+        if sm is None:
+            score = (cm > 0).astype(np.float32)
+        elif sm.dtype == np.uint8:
+            score = sm.reshape(cm.shape).astype(np.float32) / np.float32(255)
+        else:
+            score = np.clip(np.asarray(sm, np.float32).reshape(cm.shape), 0, 1)
+        return score, cm.astype(np.int32)
+    x = dec._output(outputs, "logits", "logits", "probabilities", "output")
+    x = np.asarray(next(iter(outputs.values())) if x is None else x, np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    x = x.reshape(batch, -1, *x.shape[-2:])
+    if x.shape[1] == 1:  # one class, decided per tile as the decoder does
+        p = np.stack([xi[0] if _is_probability(xi) else _sigmoid(xi[0]) for xi in x]).astype(np.float32)
+        return p, (p >= dec.score_threshold).astype(np.int32)
+    p = np.stack([xi if _is_probability(xi) and np.allclose(xi.sum(0)[::16, ::16], 1, atol=1e-3)
+                  else _softmax(xi, 0) for xi in x]).astype(np.float32)
+    return 1 - p[:, 0], p.argmax(1).astype(np.int32)
+
+
+def _anomaly_map(dec: Decoder, outputs: dict[str, np.ndarray], batch: int,
+                 anomaly_range: tuple[float, float] | None, raw: bool) -> np.ndarray:
+    """Anomaly score at the output resolution, scaled as ``Model.maps`` says."""
+    amap = dec._output(outputs, "anomaly_map", "anomaly_map")
+    if amap is None:
+        pmask = dec._output(outputs, "pred_mask", "pred_mask")
+        if pmask is not None:
+            return (np.asarray(pmask).reshape(batch, *pmask.shape[-2:]) > 0).astype(np.float32)
+        pscore = dec._output(outputs, "pred_score", "pred_score")
+        if pscore is not None:  # one score for the whole tile: a 1 x 1 map
+            amap = np.asarray(pscore).reshape(batch, -1)[:, :1, None]
+        else:
+            amap = next(iter(outputs.values()))
+    a = np.asarray(amap, np.float32).reshape(batch, *amap.shape[-2:])
+    if raw:
+        return a
+    spec = dec.spec
+    if anomaly_range is not None:
+        lo, hi = anomaly_range
+        a = (a - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
+    elif "min" in spec and "max" in spec:
+        span = np.float32(max(float(spec["max"]) - float(spec["min"]), 1e-12))
+        a = ((a - np.float32(spec["threshold"])) / span + np.float32(0.5) if "threshold" in spec
+             else (a - np.float32(spec["min"])) / span)
+    return np.clip(a, 0, 1)
+
+
+def _to_tile(m: np.ndarray, tile_hw: tuple[int, int], stride: Any, linear: bool = False) -> np.ndarray:
+    """(B, h, w) map -> (B, H, W) tile px: nearest neighbour (pixel centres; ``stride`` if given), or
+    bilinear for score maps (``linear``): a strided model is trained against its upsampled output."""
+    h, w = m.shape[-2:]
+    if (h, w) == tuple(tile_hw):
+        return m
+    sy, sx = _scale((h, w), tile_hw, stride if (h, w) != (1, 1) else None)
+    if linear and min(h, w) > 1:
+        big = [cv2.resize(np.ascontiguousarray(x, np.float32), (round(w * sx), round(h * sy)),
+                          interpolation=cv2.INTER_LINEAR) for x in m]
+        out = np.zeros((len(m), *tile_hw), np.float32)
+        for o, b in zip(out, big):
+            hh, ww = min(tile_hw[0], b.shape[0]), min(tile_hw[1], b.shape[1])
+            o[:hh, :ww] = b[:hh, :ww]
+        return out
+    rows = np.minimum(((np.arange(tile_hw[0]) + 0.5) / sy).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(tile_hw[1]) + 0.5) / sx).astype(np.intp), w - 1)
+    return np.take(np.take(m, rows, axis=1), cols, axis=2)
+
+
+def _rasterise(dets: list[Detections], tile_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Detections per tile -> (score, class map): each outline (else box) filled with its score."""
+    h, w = tile_hw
+    score = np.zeros((len(dets), h, w), np.float32)
+    cls = np.zeros((len(dets), h, w), np.int32)
+    for i, d in enumerate(dets):
+        for j in np.argsort(d.score, kind="stable"):  # ascending: the highest score is painted last
+            poly = d.polygons[j] if d.polygons is not None else None
+            if poly is not None:
+                inside = np.zeros((h, w), np.uint8)
+                cv2.fillPoly(inside, [np.round(poly - 0.5).astype(np.int32)], 1)
+                sel: Any = inside.view(bool)
+            else:
+                x0, y0, x1, y1 = d.xyxy[j]
+                sel = (slice(max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))),
+                       slice(max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))))
+            score[i][sel] = d.score[j]
+            cls[i][sel] = d.class_id[j] + 1
+    return score, cls

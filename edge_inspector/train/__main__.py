@@ -1,0 +1,94 @@
+"""``python -m edge_inspector.train`` (also ``edge-inspector train``): train, validate, export.
+
+Reproduces the shipped default model (docs/models.md gives the exact command and its time)::
+
+    python -m edge_inspector.train --data ../shared/datasets/leather-defects-yolo --out runs/default
+
+``--arch both`` trains the plain U-Net and the Attention U-Net the same way (same data, seed and
+steps) and prints both validations: the comparison in docs/models.md. Runs on a CUDA GPU when
+one is present (``--device``), on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="YOLO-layout real leather set (train/ and val/ with images/ + labels/)")
+    p.add_argument("--out", required=True, help="output folder: checkpoints, logs, model.onnx, model-fp16.onnx")
+    p.add_argument("--arch", choices=("attention", "plain", "both"), default="attention")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--channels", default="32,64,128,192", help="channels at 1/4, 1/8, 1/16, 1/32")
+    p.add_argument("--synth-seeds", default="101,102,103", help="seeds of the synthetic training hides")
+    p.add_argument("--synth-width", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
+
+
+def run(a: argparse.Namespace) -> int:
+    try:
+        import torch
+    except ImportError:
+        print("training needs torch: pip install 'edge-inspector[train]'", file=sys.stderr)
+        return 2
+    from .data import (RealBoxPatches, RealTexturePatches, SynthPatches, augment, class_list, load_yolo_split,
+                       read_yolo_names)
+    from .export import export
+    from .loop import TrainConfig, train
+
+    root, out = Path(a.data), Path(a.out)
+    names = read_yolo_names(root)
+    classes = class_list(names)
+    offset = classes.index(names[0])
+    t0 = time.time()
+    synth = SynthPatches([int(s) for s in a.synth_seeds.split(",")], width=a.synth_width, patch=a.patch)
+    train_items, val_items = load_yolo_split(root, "train"), load_yolo_split(root, "val")
+    sources = [synth, RealTexturePatches(train_items, a.patch), RealBoxPatches(train_items, offset, a.patch)]
+    rng = np.random.default_rng(12345)
+    val_synth = SynthPatches([999], width=a.synth_width, hides=2, patch=a.patch)
+    val_tex = RealTexturePatches(val_items, a.patch)
+    val = [augment(val_synth.sample(rng), rng) for _ in range(96)] + [augment(val_tex.sample(rng), rng) for _ in range(96)]
+    print(f"data ready in {time.time() - t0:.0f} s: {len(train_items)} train / {len(val_items)} val photos,"
+          f" {len(synth.images)} synthetic recordings; classes {classes}", flush=True)
+    channels = tuple(int(c) for c in a.channels.split(","))
+    archs = ["plain", "attention"] if a.arch == "both" else [a.arch]
+    results = {}
+    for arch in archs:
+        cfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, attention=arch == "attention",
+                          channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every)  # type: ignore[arg-type]
+        d = out / arch if len(archs) > 1 else out
+        t1 = time.time()
+        net = train(cfg, sources, val, classes, d)
+        ck = torch.load(d / "best.pt", weights_only=False)
+        info = {**ck["info"], "best_step": ck["step"], "val": ck["val"], "train_s": round(time.time() - t1)}
+        name = "attention-unet" if cfg.attention else "unet"
+        export(net, classes, d / "model.onnx", name=name, info=info)
+        if not a.no_fp16:
+            export(net, classes, d / "model-fp16.onnx", name=name, info=info, fp16=True)
+        results[arch] = info
+        print(json.dumps({"arch": arch, **{k: info[k] for k in ("params", "gflops_per_2048_tile", "best_step", "val",
+                                                                 "train_s")}}), flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge_inspector.train", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Export a trained SegNet to ONNX with the model contract (ARCHITECTURE.md section 6).
+
+Input ``image``: uint8 NHWC, any size that is a multiple of 32 (normalisation inside the graph).
+Outputs at 1/4 resolution, both uint8 (a 2048x2048 tile gives 2 x 256 KB):
+``score_map`` = defect probability x 255; ``class_map`` = 0 where the probability is below
+``CLASS_FLOOR``, else 1 + the most likely class. The station's segmentation decoder grows blobs
+from pixels at or above ``edge_inspector.score_threshold`` over the class map (hysteresis).
+``fp16=True`` writes a variant whose weights and arithmetic are float16 (for GPUs; the uint8
+input and outputs stay the same).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from .net import SegNet
+
+STRIDE = 4
+CLASS_FLOOR = 0.25  # class map holds candidates from this probability on
+SCORE_THRESHOLD = 0.5
+
+
+class Deployed(nn.Module):
+    def __init__(self, net: SegNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d, c = self.net(image)
+        p = torch.sigmoid(d[:, 0].float())
+        score = torch.round(p * 255.0).to(torch.uint8)
+        cls = (torch.argmax(c, dim=1) + 1).to(torch.uint8)
+        class_map = torch.where(p >= CLASS_FLOOR, cls, torch.zeros_like(cls))
+        return class_map, score
+
+
+def metadata(net: SegNet, class_names: list[str], name: str, info: dict) -> dict[str, str]:
+    kind = "Attention U-Net" if net.attention else "U-Net"
+    return {
+        "edge_inspector.kind": "segmentation",
+        "edge_inspector.name": name,
+        "edge_inspector.version": "1",
+        "edge_inspector.description": (
+            f"{kind} (depthwise-separable, stride-4 stem, channels {list(net.channels)}), defect mask "
+            "(BCE + Dice) and class head; trained on synthetic hides, real leather texture with pasted "
+            "defects and real labelled defects (boxes as weak labels). See docs/models.md."
+        ),
+        "edge_inspector.classes": json.dumps(class_names),
+        "edge_inspector.input": json.dumps(
+            {"layout": "NHWC", "dtype": "uint8", "channels": 3, "size": [None, None], "color": "RGB", "multiple": 32}
+        ),
+        "edge_inspector.output": json.dumps({"class_map": "class_map", "score_map": "score_map", "stride": STRIDE}),
+        "edge_inspector.mm_per_px": "0.37",
+        "edge_inspector.score_threshold": str(SCORE_THRESHOLD),
+        "edge_inspector.training": json.dumps(info),
+    }
+
+
+def export(net: SegNet, class_names: list[str], path: Path, *, name: str, info: dict, fp16: bool = False,
+           sample: int = 256) -> Path:
+    """Write ``path`` (ONNX, opset 17, dynamic batch and size) with the contract metadata."""
+    net = net.eval()
+    model = Deployed(net.half() if fp16 else net.float()).eval()
+    x = torch.zeros(1, sample, sample, 3, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable output
+        torch.onnx.export(
+            model, x, str(path), input_names=["image"], output_names=["class_map", "score_map"],
+            opset_version=17, dynamo=False,
+            dynamic_axes={"image": {0: "n", 1: "h", 2: "w"}, "class_map": {0: "n", 1: "h4", 2: "w4"},
+                          "score_map": {0: "n", 1: "h4", 2: "w4"}},
+        )
+    if fp16:
+        net.float()
+    m = onnx.load(str(path))
+    for k, v in metadata(net, class_names, name, info).items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    m.producer_name = "edge_inspector.train"
+    onnx.save(m, str(path))
+    return path

@@ -1,0 +1,80 @@
+"""Training smoke test: a few steps on tiny data, ONNX export, parity between torch and ONNX Runtime.
+
+Runs when torch (the optional ``train`` extra) is installed; skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed: pip install -e '.[train]' to run the training smoke test")
+
+from edge_inspector.config import ModelCfg  # noqa: E402
+from edge_inspector.inference.model import Model  # noqa: E402
+from edge_inspector.train import __main__ as train_cli  # noqa: E402
+from edge_inspector.train.data import IGNORE, RealBoxPatches, augment, load_yolo_split  # noqa: E402
+from edge_inspector.train.export import Deployed  # noqa: E402
+from edge_inspector.train.net import SegNet  # noqa: E402
+
+
+def _tiny_yolo(root: Path) -> None:
+    """Two splits of leather-like images with a dark blot and its box."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.yaml").write_text("nc: 2\nnames: ['Hole', 'Scratch']\n")
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(3):
+            img = np.clip(rng.normal([150, 120, 90], 8, (160, 160, 3)), 0, 255).astype(np.uint8)
+            cv2.circle(img, (60 + 10 * i, 70), 9, (40, 30, 25), -1)
+            cv2.imwrite(str(root / split / "images" / f"{i}.png"), img)
+            (root / split / "labels" / f"{i}.txt").write_text(f"0 {(60 + 10 * i) / 160:.4f} {70 / 160:.4f} 0.14 0.14\n")
+
+
+def test_a_few_steps_export_and_onnx_parity(tmp_path):
+    data = tmp_path / "data"
+    _tiny_yolo(data)
+    out = tmp_path / "run"
+    rc = train_cli.main([
+        "--data", str(data), "--out", str(out), "--steps", "4", "--batch", "3", "--patch", "64",
+        "--channels", "8,8,16,16", "--synth-seeds", "5", "--synth-width", "1024", "--val-every", "2",
+        "--threads", "1",
+    ])
+    assert rc == 0
+    for f in ("best.pt", "model.onnx", "model-fp16.onnx", "log.jsonl", "results.json"):
+        assert (out / f).is_file(), f
+    model = Model.load(ModelCfg(path=str(out / "model.onnx"), providers=["CPUExecutionProvider"]))
+    assert model.kind == "segmentation" and "Hole" in model.class_names and "hole" in model.class_names
+    model.check_fits(256, 3, "model.onnx")
+    # parity: the deployed torch module and ONNX Runtime on the same uint8 tiles
+    ck = torch.load(out / "best.pt", weights_only=False)
+    cfg = ck["info"]["config"]
+    net = SegNet(len(ck["info"]["classes"]), tuple(cfg["channels"]), cfg["attention"])
+    net.load_state_dict(ck["state"])
+    x = np.random.default_rng(1).integers(0, 255, (2, 128, 160, 3), dtype=np.uint8)
+    with torch.no_grad():
+        cm_t, sm_t = (t.numpy() for t in Deployed(net.eval())(torch.from_numpy(x)))
+    cm_o, sm_o = model.session.run(["class_map", "score_map"], {"image": x})
+    assert cm_o.shape == (2, 32, 40) and sm_o.dtype == np.uint8
+    assert np.abs(sm_o.astype(int) - sm_t.astype(int)).max() <= 1
+    assert (cm_o == cm_t).mean() >= 0.99
+    dets = model.infer(x)
+    assert len(dets) == 2
+
+
+def test_weak_box_patches_ignore_box_interiors_and_keep_boxes(tmp_path):
+    _tiny_yolo(tmp_path)
+    items = load_yolo_split(tmp_path, "train")
+    src = RealBoxPatches(items, class_offset=9, patch=64)
+    rng = np.random.default_rng(3)
+    s = augment(src.sample(rng), rng)
+    assert s.boxes.shape[1] == 5 and len(s.boxes) >= 1 and set(s.boxes[:, 4].astype(int)) == {9}
+    x0, y0, x1, y1, _ = s.boxes[0]
+    inner = s.mask[int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1]
+    assert inner.size and (inner == IGNORE).all()
+    assert (s.mask == 0).any()  # outside the box: background
