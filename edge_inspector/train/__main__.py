@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
+    p.add_argument("--install", action="store_true",
+                   help="copy the exported models into edge_inspector/models/ as the built-in models"
+                        " (attention_unet.onnx, attention_unet_fp16.onnx, unet.onnx)")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -81,7 +84,24 @@ def run(a: argparse.Namespace) -> int:
         print(json.dumps({"arch": arch, **{k: info[k] for k in ("params", "gflops_per_2048_tile", "best_step", "val",
                                                                  "train_s")}}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    if a.install:
+        install(out, archs)
     return 0
+
+
+def install(out: Path, archs: list[str]) -> None:
+    """Copy the exported models over the built-in ones (edge_inspector/models/)."""
+    import shutil
+
+    from ..inference.model import MODELS_DIR
+
+    for arch in archs:
+        d = out / arch if len(archs) > 1 else out
+        stem = "attention_unet" if arch == "attention" else "unet"
+        shutil.copyfile(d / "model.onnx", MODELS_DIR / f"{stem}.onnx")
+        if arch == "attention" and (d / "model-fp16.onnx").is_file():
+            shutil.copyfile(d / "model-fp16.onnx", MODELS_DIR / f"{stem}_fp16.onnx")
+        print(f"installed {arch} -> {MODELS_DIR / (stem + '.onnx')}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

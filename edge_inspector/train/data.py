@@ -91,10 +91,15 @@ class SynthPatches:
         self.hide_all = np.concatenate(self.hide_px)
 
     def sample(self, rng: np.random.Generator, scale: float = 1.0) -> Sample:
-        """A patch centred near a defect pixel (60 %) or anywhere on a hide (40 %)."""
-        pool = self.defect_all if rng.random() < 0.6 else self.hide_all
-        i, y, x = pool[rng.integers(len(pool))]
+        """A patch near a defect pixel (35 %), on a hide (30 %) or anywhere: belt, hide edges (35 %)."""
+        u = rng.random()
         size = int(round(self.patch * scale))
+        if u < 0.65:
+            pool = self.defect_all if u < 0.35 else self.hide_all
+            i, y, x = pool[rng.integers(len(pool))]
+        else:
+            i = int(rng.integers(len(self.images)))
+            y, x = (int(rng.integers(0, d - size + 1)) + size // 2 for d in self.images[i].shape[:2])
         img, mask = self.images[i], self.masks[i]
         y0 = int(np.clip(y - rng.integers(size // 8, size - size // 8), 0, img.shape[0] - size))
         x0 = int(np.clip(x - rng.integers(size // 8, size - size // 8), 0, img.shape[1] - size))
@@ -154,6 +159,12 @@ def _crop_scaled(img: np.ndarray, boxes: np.ndarray, patch: int, scale: float,
     return np.ascontiguousarray(im[y0:y0 + patch, x0:x0 + patch]), b[keep]
 
 
+def photo_scale(rng: np.random.Generator) -> float:
+    """Resize factor of a real photograph (640 px, unknown mm/px): mostly near its own scale, which
+    is how ``eval-model`` and a station camera of similar resolution see it (grain pores included)."""
+    return float(rng.uniform(0.7, 1.1))
+
+
 class RealBoxPatches:
     """Real photographs with their labelled boxes as weak labels."""
 
@@ -168,8 +179,7 @@ class RealBoxPatches:
         if len(boxes) and rng.random() < 0.8:
             b = boxes[rng.integers(len(boxes))]
             centre = (0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]))
-        # the photos are 640 px of unknown mm/px; a patch shows 40-100 % of the photo's width
-        s = scale * self.patch / (640 * rng.uniform(0.4, 1.0))
+        s = scale * photo_scale(rng)
         im, b = _crop_scaled(img, boxes, self.patch, s, rng, centre)
         b[:, 4] += self.offset
         mask = np.zeros((self.patch, self.patch), np.uint8)
@@ -187,7 +197,7 @@ class RealTexturePatches:
 
     def sample(self, rng: np.random.Generator, scale: float = 1.0) -> Sample:
         img, boxes = self.items[rng.integers(len(self.items))]
-        s = scale * self.patch / (640 * rng.uniform(0.4, 1.0))
+        s = scale * photo_scale(rng)
         im, b = _crop_scaled(img, boxes, self.patch, s, rng)
         im = im.astype(np.float32)
         mask = np.zeros((self.patch, self.patch), np.uint8)

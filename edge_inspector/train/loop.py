@@ -37,10 +37,10 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     mix: tuple[float, float, float] = (0.4, 0.3, 0.3)  # synthetic, real texture + pasted, real boxes
-    pos_weight: float = 3.0
+    pos_weight: float = 2.0
     box_weight: float = 1.0
     box_target: float = 0.5  # mean probability of an 8 px cell a box's projections must reach
-    tv_weight: float = 0.2
+    tv_weight: float = 0.5
     class_weight: float = 0.5
     attention: bool = True
     channels: tuple[int, int, int, int] = (32, 64, 128, 192)

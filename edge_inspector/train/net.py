@@ -2,8 +2,8 @@
 
 One definition serves both: ``SegNet(attention=False)`` is the plain U-Net, ``attention=True``
 puts an additive attention gate on every skip connection. Sized for the station, not for a
-benchmark: a 4x4 stride-4 "patchify" stem (the first layer sees every pixel once), depthwise-
-separable 3x3 blocks, few channels; the decoder ends at 1/4 resolution, where a 1-3 mm defect at
+benchmark: a stride-4 stem of two overlapping 3x3 stride-2 convolutions, depthwise-separable 3x3
+blocks, few channels; the decoder ends at 1/4 resolution, where a 1-3 mm defect at
 0.37 mm/px still covers one or two cells. Two heads: a defect logit (BCE + Dice) and class logits.
 
 Input: uint8 NHWC (normalisation inside, as the model contract wants). Output of ``forward``:
@@ -57,7 +57,13 @@ class SegNet(nn.Module):
         self.channels = channels
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)  # .half() follows
         self.register_buffer("inv_std", 1.0 / torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        self.stem = nn.Sequential(nn.Conv2d(3, c0, 4, 4, bias=False), nn.BatchNorm2d(c0), nn.ReLU(inplace=True))
+        # stride-4 stem in two overlapping 3x3 steps: a single 4x4/4 "patchify" layer aliases fine
+        # periodic texture (belt weave, grain) into stripe artefacts at 1/4 resolution
+        half = max(8, c0 // 2)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, half, 3, 2, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, c0, 3, 2, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU(inplace=True),
+        )
         self.enc0 = sep_block(c0, c0)  # 1/4
         self.enc1 = nn.Sequential(sep_block(c0, c1, 2), sep_block(c1, c1))  # 1/8
         self.enc2 = nn.Sequential(sep_block(c1, c2, 2), sep_block(c2, c2))  # 1/16
