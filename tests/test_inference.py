@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from edge_inspector.config import ModelCfg
 from edge_inspector.detections import Detections
 from edge_inspector.errors import ModelError
-from edge_inspector.inference import DECODERS, DEFAULT_MODEL, Model, build_baseline
+from edge_inspector.inference import BUILTIN_MODELS, DECODERS, DEFAULT_MODEL, Model, build_baseline
 from edge_inspector.inference.baseline import BASELINE_PATH
 
 CPU = ["CPUExecutionProvider"]
@@ -99,9 +99,16 @@ def test_baseline_metadata_contract(baseline: Model):
     assert raw["score_map"].shape == (1, 128, 160) and raw["score_map"].dtype == np.uint8
 
 
-def test_default_model_is_the_baseline_for_now():
+def test_default_model_is_the_baseline_for_now_and_every_builtin_loads():
     m = Model.load(ModelCfg(path="builtin:default", providers=CPU))
     assert DEFAULT_MODEL == "baseline" and m.path == BASELINE_PATH
+    for name in BUILTIN_MODELS:
+        b = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU))
+        b.check_fits(512, 3, name)
+        assert len(b.infer(leather(256, 256, seed=0)[None])) == 1
+    learned = Model.load(ModelCfg(path="builtin:attention-unet", providers=CPU))
+    assert learned.kind == "segmentation" and learned.metadata["edge_inspector.name"] == "attention-unet"
+    assert learned.score_threshold == 0.85 and "Hole" in learned.class_names
 
 
 @pytest.mark.parametrize("seed,grain,falloff", [(0, 1.0, 0.2), (1, 1.5, 0.25), (2, 0.5, 0.15)])

@@ -36,9 +36,16 @@ from .decoders import (
 
 log = structlog.get_logger(__name__)
 
-# Built-in models shipped in edge_inspector/models/, addressed as "builtin:<name>".
-BUILTIN_MODELS: dict[str, Path] = {"baseline": BASELINE_PATH}
-# The station default ("builtin:default"). A learned model replaces the baseline here, in one place.
+# Built-in models shipped in edge_inspector/models/, addressed as "builtin:<name>" (docs/models.md).
+MODELS_DIR = BASELINE_PATH.parent
+BUILTIN_MODELS: dict[str, Path] = {
+    "baseline": BASELINE_PATH,  # classical, brightness only
+    "attention-unet": MODELS_DIR / "attention_unet.onnx",  # learned (edge_inspector/train)
+    "attention-unet-fp16": MODELS_DIR / "attention_unet_fp16.onnx",  # the same in float16, for GPUs
+    "unet": MODELS_DIR / "unet.onnx",  # plain U-Net trained the same way, for comparison
+}
+# The station default ("builtin:default"). The learned model (Attention U-Net, edge_inspector/train)
+# replaces the baseline here, in one place, once it beats it on the synthetic end-to-end eval.
 DEFAULT_MODEL = "baseline"
 
 META = "edge_inspector."
