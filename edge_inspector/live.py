@@ -27,7 +27,7 @@ from .hide import Hide
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
 from .probe import Probe
-from .results import ResultsWriter, hide_handler
+from .results import ResultsWriter, hide_handler, run_summary
 
 log = structlog.get_logger(__name__)
 
@@ -101,13 +101,7 @@ def run_live(
                 "camera_settings": source.applied,
                 "acquisition": source.stats.as_dict(),
                 "camera_error": str(failure[0]) if failure else None,
-                "model": str(model.path),
-                "model_kind": model.kind,
-                "classes": list(model.class_names),
-                "station": station.station.name,
-                "grades": writer.grades,
-                **stats.as_dict(),
-                "marks": marks,
+                **run_summary(model, station, writer, stats, marks),
             }
             writer.finish(summary)
     if failure:

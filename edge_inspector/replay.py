@@ -19,7 +19,7 @@ from .errors import InputError
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
 from .recording import RecordingReader, open_recording
-from .results import ResultsWriter, hide_handler
+from .results import ResultsWriter, hide_handler, run_summary
 
 log = structlog.get_logger(__name__)
 
@@ -138,13 +138,7 @@ def replay(
         summary = {
             "recording": str(Path(rec_path).resolve()),
             "recording_warnings": list(reader.warnings),
-            "model": str(model.path),
-            "model_kind": model.kind,
-            "classes": list(model.class_names),
-            "station": station.station.name,
-            "grades": writer.grades,
-            **stats.as_dict(),
-            "marks": marks,
+            **run_summary(model, station, writer, stats, marks),
         }
         writer.finish(summary)
     return stats, summary

@@ -456,6 +456,20 @@ def open_db(path: Path) -> sqlite3.Connection:
 # Writer
 
 
+def run_summary(model: Any, station: Station, writer: "ResultsWriter", stats: Any, marks: dict[str, Any]
+                ) -> dict[str, Any]:
+    """The part of summary.json that replay and the live run share: model, grades, counters, marks."""
+    return {
+        "model": str(model.path),
+        "model_kind": model.kind,
+        "classes": list(model.class_names),
+        "station": station.station.name,
+        "grades": writer.grades,
+        **stats.as_dict(),
+        "marks": marks,
+    }
+
+
 def hide_handler(
     grading: Grading, writer: "ResultsWriter", extra: Sequence[Callable[[Hide], None]] = (),
 ) -> Callable[[Hide], None]:
