@@ -71,7 +71,9 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
         mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
         model = Model.load(mcfg, resolve=station.resolve)
         model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
-        model.warmup()
+        from .inference.model import station_batch
+
+        model.warmup(*station_batch(station))
         # The model alone on one strip's worth of tiles, repeated.
         t = station.tiling.tile
         from .tile import column_starts

@@ -148,7 +148,9 @@ class ModelCfg(BaseModel):
     )
     require_provider: bool = Field(False, description="refuse to run on anything but providers[0]")
     score_threshold: float | None = Field(None, ge=0, le=1, description="None: the model's default")
-    min_area_px: int = Field(6, ge=0)
+    min_area_px: int | None = Field(
+        None, ge=0, description="smallest detection in tile px; None: the model's default"
+        " (metadata edge_inspector.min_area_px), else 6")
     batch: int = Field(0, ge=0, description="tiles per inference call; 0 = the tiles of one strip")
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
 

@@ -99,16 +99,21 @@ def test_baseline_metadata_contract(baseline: Model):
     assert raw["score_map"].shape == (1, 128, 160) and raw["score_map"].dtype == np.uint8
 
 
-def test_default_model_is_the_baseline_for_now_and_every_builtin_loads():
+def test_default_model_is_the_attention_unet_and_every_builtin_loads():
     m = Model.load(ModelCfg(path="builtin:default", providers=CPU))
-    assert DEFAULT_MODEL == "baseline" and m.path == BASELINE_PATH
+    assert DEFAULT_MODEL == "attention-unet" and m.path == BUILTIN_MODELS["attention-unet"]
+    assert Model.load(ModelCfg(path="builtin:baseline", providers=CPU)).path == BASELINE_PATH
     for name in BUILTIN_MODELS:
         b = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU))
         b.check_fits(512, 3, name)
         assert len(b.infer(leather(256, 256, seed=0)[None])) == 1
     learned = Model.load(ModelCfg(path="builtin:attention-unet", providers=CPU))
     assert learned.kind == "segmentation" and learned.metadata["edge_inspector.name"] == "attention-unet"
-    assert learned.score_threshold == 0.85 and "Hole" in learned.class_names
+    assert learned.score_threshold == 0.93 and learned.min_area_px == 32
+    assert learned.decoder.spec.get("components") == "defect"
+    assert "hole" in learned.class_names and "Hole" not in learned.class_names  # synonyms folded
+    # the station's setting wins over the model's default
+    assert Model.load(ModelCfg(path="builtin:attention-unet", providers=CPU, min_area_px=6)).min_area_px == 6
 
 
 @pytest.mark.parametrize("seed,grain,falloff", [(0, 1.0, 0.2), (1, 1.5, 0.25), (2, 0.5, 0.15)])
@@ -206,6 +211,42 @@ def test_segmentation_decoder_class_map():
     assert len(_seg(min_area_px=0, score_threshold=0.0).decode({"class_map": cm, "score_map": sm}, 2, (128, 160))[0]) == 4
     strong = _seg(score_threshold=0.5).decode({"class_map": cm, "score_map": sm}, 2, (128, 160))[0]
     assert strong.class_id.tolist() == [1]
+
+
+def test_segmentation_decoder_defect_components_take_the_majority_class():
+    """``components: defect`` in the output spec: one defect whose pixels disagree on the class
+    stays one detection, with its majority class; per-class components would split it in two."""
+    cm = np.zeros((1, 32, 40), np.uint8)
+    sm = np.zeros_like(cm)
+    cm[0, 4:8, 4:10] = 1     # 24 px class 0 ...
+    cm[0, 4:8, 10:12] = 2    # ... touching 8 px class 1: one defect, majority class 0
+    sm[0, 4:8, 4:12] = 120
+    sm[0, 6, 11] = 250       # the peak sits on the minority class
+    cm[0, 20:22, 30:33] = 2  # a separate weak blob: below the threshold
+    sm[0, 20:22, 30:33] = 60
+    spec = {"class_map": "class_map", "score_map": "score_map", "stride": 2}
+    by_defect = DECODERS["segmentation"](class_names=["dark", "bright"], score_threshold=0.3, min_area_px=0,
+                                         spec={**spec, "components": "defect"})
+    d = by_defect.decode({"class_map": cm, "score_map": sm}, 1, (64, 80))[0]
+    assert len(d) == 1 and d.class_id.tolist() == [0]
+    np.testing.assert_allclose(d.xyxy, [[8, 8, 24, 16]])
+    np.testing.assert_allclose(d.score, [250 / 255], rtol=1e-6)
+    np.testing.assert_allclose(d.area_px, [32 * 4])
+    assert d.polygons is not None and len(d.polygons) == 1
+    per_class = _seg(min_area_px=0).decode({"class_map": cm, "score_map": sm}, 1, (64, 80))[0]
+    assert sorted(per_class.class_id.tolist()) == [0, 1]
+    # "large": a big component needs only the lower threshold; a small one still the full one
+    cm[0, 12:20, 4:20] = 1   # 128 map px = 512 tile px, peak 0.4
+    sm[0, 12:20, 4:20] = 102
+    cm[0, 26:28, 4:6] = 1    # 4 map px, peak 0.4
+    sm[0, 26:28, 4:6] = 102
+    lg = DECODERS["segmentation"](class_names=["dark", "bright"], score_threshold=0.9, min_area_px=0,
+                                  spec={**spec, "components": "defect", "large": {"area_px": 400, "threshold": 0.35}})
+    d = lg.decode({"class_map": cm, "score_map": sm}, 1, (64, 80))[0]
+    assert sorted(d.area_px.tolist()) == [32 * 4, 128 * 4]  # the 4 px blob and the weak 3x2 blob stay out
+    bad = DECODERS["segmentation"](class_names=["a"], spec={**spec, "components": "defect", "large": {"area": 1}})
+    with pytest.raises(ValueError, match="area_px"):
+        bad.decode({"class_map": cm, "score_map": sm}, 1, (64, 80))
 
 
 def test_segmentation_decoder_class_map_without_score_or_stride():
@@ -424,6 +465,9 @@ def _props(**over) -> dict[str, str]:
     ("edge_inspector.classes", None, "edge_inspector.classes"),
     ("edge_inspector.input", '"NHWC"', "edge_inspector.input"),
     ("edge_inspector.score_threshold", "high", "edge_inspector.score_threshold"),
+    ("edge_inspector.min_area_px", "big", "edge_inspector.min_area_px"),
+    ("edge_inspector.output", json.dumps({"class_map": "class_map", "score_map": "score_map", "large": 5}),
+     "edge_inspector.output"),
 ])
 def test_load_bad_metadata_names_the_key(tmp_path, key, value, needle):
     p = _seg_onnx(tmp_path, _props(**{key: value}))

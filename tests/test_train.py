@@ -16,7 +16,9 @@ torch = pytest.importorskip("torch", reason="torch is not installed: pip install
 from edge_inspector.config import ModelCfg  # noqa: E402
 from edge_inspector.inference.model import Model  # noqa: E402
 from edge_inspector.train import __main__ as train_cli  # noqa: E402
-from edge_inspector.train.data import IGNORE, RealBoxPatches, augment, load_yolo_split  # noqa: E402
+from edge_inspector.classes import DEFECT_CLASSES  # noqa: E402
+from edge_inspector.train.data import (IGNORE, RealBoxPatches, augment, class_list, load_yolo_split,  # noqa: E402
+                                       real_class_index)
 from edge_inspector.train.export import Deployed  # noqa: E402
 from edge_inspector.train.net import SegNet  # noqa: E402
 
@@ -49,7 +51,7 @@ def test_a_few_steps_export_and_onnx_parity(tmp_path):
     for f in ("best.pt", "model.onnx", "model-fp16.onnx", "log.jsonl", "results.json"):
         assert (out / f).is_file(), f
     model = Model.load(ModelCfg(path=str(out / "model.onnx"), providers=["CPUExecutionProvider"]))
-    assert model.kind == "segmentation" and "Hole" in model.class_names and "hole" in model.class_names
+    assert model.kind == "segmentation" and "hole" in model.class_names and "Hole" not in model.class_names
     model.check_fits(256, 3, "model.onnx")
     # parity: the deployed torch module and ONNX Runtime on the same uint8 tiles
     ck = torch.load(out / "best.pt", weights_only=False)
@@ -65,15 +67,34 @@ def test_a_few_steps_export_and_onnx_parity(tmp_path):
     assert (cm_o == cm_t).mean() >= 0.99
     dets = model.infer(x)
     assert len(dets) == 2
+    # the normalisation folded into the first convolution changes nothing away from the tile border
+    net.eval()
+    with torch.no_grad():
+        d_ref, _ = net(torch.from_numpy(x))
+        dep = Deployed(net)
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+        d_fold, _ = net.body(net.stem[1:](dep.first(xt)))
+    np.testing.assert_allclose(d_fold[:, :, 2:-2, 2:-2].numpy(), d_ref[:, :, 2:-2, 2:-2].numpy(), atol=1e-3, rtol=1e-3)
+
+
+def test_real_classes_fold_into_synthetic_synonyms_and_keep_the_rest():
+    real = ["Bacterial Injury", "Crease", "Hole", "Scratch", "pinhole"]
+    classes = class_list(real)
+    assert classes[len(DEFECT_CLASSES):] == ["Bacterial Injury", "pinhole"]
+    idx = real_class_index(real, classes)
+    assert [classes[i] for i in idx] == ["Bacterial Injury", "wrinkle", "hole", "scratch", "pinhole"]
 
 
 def test_weak_box_patches_ignore_box_interiors_and_keep_boxes(tmp_path):
     _tiny_yolo(tmp_path)
     items = load_yolo_split(tmp_path, "train")
-    src = RealBoxPatches(items, class_offset=9, patch=64)
+    classes = class_list(["Hole", "Scratch"])
+    assert classes == list(DEFECT_CLASSES)  # synonyms fold into the synthetic classes
+    src = RealBoxPatches(items, real_class_index(["Hole", "Scratch"], classes), patch=64)
     rng = np.random.default_rng(3)
     s = augment(src.sample(rng), rng)
-    assert s.boxes.shape[1] == 5 and len(s.boxes) >= 1 and set(s.boxes[:, 4].astype(int)) == {9}
+    assert s.boxes.shape[1] == 5 and len(s.boxes) >= 1
+    assert set(s.boxes[:, 4].astype(int)) == {DEFECT_CLASSES.index("hole")}
     x0, y0, x1, y1, _ = s.boxes[0]
     inner = s.mask[int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1]
     assert inner.size and (inner == IGNORE).all()

@@ -81,13 +81,23 @@ def components(
     score_scale: float = 1.0,
     n_classes: int | None = None,
     polygons: bool = True,
+    by_class: bool = True,
+    large: tuple[float, float] | None = None,
 ) -> Detections:
     """Connected components of a (h, w) label map (0 = background, k = class k-1) -> Detections.
 
     Boxes, areas and outlines are scaled to tile px by ``scale_yx`` (the output stride). A
     component's score is the peak of ``score_map x score_scale`` inside it (1.0 without a score
     map); components below ``score_threshold`` or ``min_area_px`` (tile px) are dropped.
+    ``by_class=False``: components of the defect pixels whatever their class (one defect whose
+    pixels disagree on the class stays one detection), each with its majority class; there
+    ``large = (area_px, threshold)`` also keeps components of at least ``area_px`` whose peak
+    reaches the lower ``threshold`` (a long scratch is many moderately sure cells; a grain spot
+    is a few very sure ones).
     """
+    if not by_class:
+        return _defect_components(label_map, score_map, scale_yx, score_threshold, min_area_px, score_scale,
+                                  polygons, large)
     if score_map is not None:
         # hysteresis: only components holding a pixel at or above the threshold can survive,
         # so look at those "seed" pixels only (a handful) instead of every labelled pixel.
@@ -149,6 +159,52 @@ def components(
     )
 
 
+def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scale_yx: tuple[float, float],
+                       score_threshold: float, min_area_px: float, score_scale: float, polygons: bool,
+                       large: tuple[float, float] | None = None) -> Detections:
+    fg = (label_map > 0).view(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return Detections.empty()
+    sy, sx = scale_yx
+    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64) * sy * sx
+    flat = labels.ravel()
+    if score_map is None:
+        peak = np.ones(n - 1)
+    else:  # only pixels at or above the threshold can lift a component over it: look at those
+        low = min(score_threshold, large[1]) if large else score_threshold
+        raw_thr = low / score_scale
+        if score_map.dtype == np.uint8:
+            raw_thr = min(int(np.ceil(raw_thr - 1e-6)), 256)
+        seeds = np.flatnonzero((score_map.ravel() >= raw_thr) & (flat > 0))
+        peak = np.zeros(n - 1)
+        np.maximum.at(peak, flat[seeds] - 1, score_map.ravel()[seeds].astype(np.float64) * score_scale)
+    ok = peak >= score_threshold
+    if large:
+        ok |= (area >= large[0]) & (peak >= large[1])
+    keep = np.flatnonzero((area >= min_area_px) & ok)
+    if not len(keep):
+        return Detections.empty()
+    on = flat > 0
+    k1 = int(label_map.max()) + 1
+    votes = np.bincount(flat[on].astype(np.int64) * k1 + label_map.ravel()[on], minlength=n * k1).reshape(n, k1)
+    cls = votes[keep + 1, 1:].argmax(1).astype(np.int32)
+    st = stats[1:][keep]
+    x0, y0 = st[:, cv2.CC_STAT_LEFT], st[:, cv2.CC_STAT_TOP]
+    w, h = st[:, cv2.CC_STAT_WIDTH], st[:, cv2.CC_STAT_HEIGHT]
+    polys = None
+    if polygons:
+        polys = [_outline((labels[cy0:cy0 + ch, cx0:cx0 + cw] == j + 1).astype(np.uint8), cx0, cy0, sx, sy)
+                 for j, (cx0, cy0, cw, ch) in zip(keep, zip(x0, y0, w, h))]
+    return Detections(
+        xyxy=np.stack([x0 * sx, y0 * sy, (x0 + w) * sx, (y0 + h) * sy], 1).astype(np.float32),
+        class_id=cls,
+        score=peak[keep].astype(np.float32),
+        area_px=area[keep].astype(np.float32),
+        polygons=polys,
+    )
+
+
 def _outline(crop: np.ndarray, x0: int, y0: int, sx: float, sy: float) -> np.ndarray:
     """Outer outline of one component (pixel centres at map scale, simplified ~1 px) in tile px."""
     contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -188,6 +244,16 @@ class SegmentationDecoder(Decoder):
             logits = next(iter(outputs.values()))
         return self._from_logits(np.asarray(logits), batch, tile_hw)
 
+    def _large(self) -> tuple[float, float] | None:
+        """``"large": {"area_px": A, "threshold": T}`` in the output spec (see ``components``)."""
+        lg = self.spec.get("large")
+        if lg is None:
+            return None
+        try:
+            return float(lg["area_px"]), float(lg["threshold"])
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"output 'large' must be {{\"area_px\": number, \"threshold\": number}}, got {lg!r}")
+
     def _from_class_map(self, cm, sm, batch, tile_hw):
         cm = cm.reshape(batch, *cm.shape[-2:])
         if sm is not None:
@@ -206,6 +272,7 @@ class SegmentationDecoder(Decoder):
                     cm[i], None if sm is None else sm[i], scale_yx=scale,
                     score_threshold=self.score_threshold, min_area_px=self.min_area_px,
                     score_scale=score_scale, n_classes=len(self.class_names) or None,
+                    by_class=self.spec.get("components", "class") != "defect", large=self._large(),
                 )
             )
         return out

@@ -44,13 +44,26 @@ BUILTIN_MODELS: dict[str, Path] = {
     "attention-unet-fp16": MODELS_DIR / "attention_unet_fp16.onnx",  # the same in float16, for GPUs
     "unet": MODELS_DIR / "unet.onnx",  # plain U-Net trained the same way, for comparison
 }
-# The station default ("builtin:default"). The learned model (Attention U-Net, edge_inspector/train)
-# replaces the baseline here, in one place, once it beats it on the synthetic end-to-end eval.
-DEFAULT_MODEL = "baseline"
+# The station default ("builtin:default"): the learned Attention U-Net (edge_inspector/train,
+# docs/models.md); the classical baseline stays selectable as builtin:baseline.
+DEFAULT_MODEL = "attention-unet"
 
 META = "edge_inspector."
+DEFAULT_MIN_AREA_PX = 6  # smallest detection (tile px) when neither the station nor the model says
 KINDS = tuple(KIND_DECODER)
 _DECODER_CHOICES = " | ".join(sorted(DECODERS))
+
+
+def station_batch(station: Station) -> tuple[int, int]:
+    """(tile, tiles per inference call) of a station: ``model.batch``, else one strip's tiles."""
+    from ..tile import column_starts
+
+    t = station.tiling.tile
+    try:
+        cols = len(column_starts(station.camera.width, t, station.tiling.overlap))
+    except ValueError:  # tiling that does not fit the line: reported where the stitcher is built
+        cols = 1
+    return t, station.model.batch or cols
 
 
 def builtin_path(path: str) -> Path:
@@ -167,16 +180,26 @@ class Model:
             cfg.score_threshold if cfg.score_threshold is not None
             else meta_thr if meta_thr is not None else 0.5
         )
+        meta_area = _float_meta(props, META + "min_area_px", path)
+        min_area_px = (
+            cfg.min_area_px if cfg.min_area_px is not None
+            else meta_area if meta_area is not None else DEFAULT_MIN_AREA_PX
+        )
         decoder = DECODERS[decoder_name](
             class_names=class_names, score_threshold=score_threshold,
-            min_area_px=cfg.min_area_px, spec=out_spec,
+            min_area_px=min_area_px, spec=out_spec,
         )
+        if isinstance(decoder, SegmentationDecoder):
+            try:
+                decoder._large()
+            except ValueError as e:
+                raise ModelError(f"metadata {META}output: {e}", path=path) from None
         session = cls._session(cfg, path)
         return cls(
             path=path, session=session, decoder=decoder, kind=kind, class_names=class_names,
             input_layout=inp["layout"], input_dtype=inp["dtype"], input_channels=inp["channels"],
             input_size=inp["size"], fixed_batch=inp["batch"], score_threshold=score_threshold,
-            min_area_px=cfg.min_area_px, metadata=props,
+            min_area_px=min_area_px, metadata=props,
         )
 
     @staticmethod
@@ -291,7 +314,7 @@ class Model:
         cfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
         model = cls.load(cfg, resolve=station.resolve)
         model.check_fits(station.tiling.tile, station.camera.channels, cfg.path)
-        model.warmup()
+        model.warmup(*station_batch(station))
         log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
         return model
 
@@ -393,11 +416,15 @@ class Model:
             classes.append(None if cls is None else _to_tile(cls[:n], (h, w), stride))
         return np.concatenate(scores), None if classes[0] is None else np.concatenate(classes)  # type: ignore[arg-type]
 
-    def warmup(self, tile: int = 256, batch: int = 1) -> None:
-        """One inference on a blank batch (allocations, kernel selection) before real tiles."""
+    def warmup(self, tile: int = 256, batch: int = 1, runs: int = 2) -> None:
+        """Inferences on a blank batch of the real shape before real tiles: ONNX Runtime sizes its
+        memory arena and picks kernels on the first calls of a shape (on 2 CPU cores the first two
+        calls with a strip of 2048² tiles took 1.6 and 3.7 s against 0.56 s after)."""
         h, w = self.input_size or (tile, tile)
         c = self.input_channels or 3
-        self.infer(np.zeros((self.fixed_batch or batch, h, w, c), np.uint8))
+        x = np.zeros((self.fixed_batch or batch, h, w, c), np.uint8)
+        for _ in range(runs):
+            self.infer(x)
 
     def __repr__(self) -> str:
         return (f"Model({self.path.name}, kind={self.kind}, classes={self.class_names},"

@@ -29,8 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--channels", default="32,64,128,192", help="channels at 1/4, 1/8, 1/16, 1/32")
-    p.add_argument("--synth-seeds", default="101,102,103", help="seeds of the synthetic training hides")
-    p.add_argument("--synth-width", type=int, default=4096)
+    p.add_argument("--synth-seeds", default="101,102,103,104", help="seeds of the synthetic training recordings"
+                   " (3 hides each; make run uses seed 7, which training never sees)")
+    p.add_argument("--synth-width", type=int, default=8192, help="px per line of the synthetic recordings")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold written into the model's metadata (default: export.SCORE_THRESHOLD)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=250)
@@ -47,18 +50,18 @@ def run(a: argparse.Namespace) -> int:
         print("training needs torch: pip install 'edge-inspector[train]'", file=sys.stderr)
         return 2
     from .data import (RealBoxPatches, RealTexturePatches, SynthPatches, augment, class_list, load_yolo_split,
-                       read_yolo_names)
+                       read_yolo_names, real_class_index)
     from .export import export
     from .loop import TrainConfig, train
 
     root, out = Path(a.data), Path(a.out)
     names = read_yolo_names(root)
     classes = class_list(names)
-    offset = classes.index(names[0])
+    index = real_class_index(names, classes)
     t0 = time.time()
     synth = SynthPatches([int(s) for s in a.synth_seeds.split(",")], width=a.synth_width, patch=a.patch)
     train_items, val_items = load_yolo_split(root, "train"), load_yolo_split(root, "val")
-    sources = [synth, RealTexturePatches(train_items, a.patch), RealBoxPatches(train_items, offset, a.patch)]
+    sources = [synth, RealTexturePatches(train_items, a.patch), RealBoxPatches(train_items, index, a.patch)]
     rng = np.random.default_rng(12345)
     val_synth = SynthPatches([999], width=a.synth_width, hides=2, patch=a.patch)
     val_tex = RealTexturePatches(val_items, a.patch)
@@ -77,9 +80,9 @@ def run(a: argparse.Namespace) -> int:
         ck = torch.load(d / "best.pt", weights_only=False)
         info = {**ck["info"], "best_step": ck["step"], "val": ck["val"], "train_s": round(time.time() - t1)}
         name = "attention-unet" if cfg.attention else "unet"
-        export(net, classes, d / "model.onnx", name=name, info=info)
+        export(net, classes, d / "model.onnx", name=name, info=info, threshold=a.threshold)
         if not a.no_fp16:
-            export(net, classes, d / "model-fp16.onnx", name=name, info=info, fp16=True)
+            export(net, classes, d / "model-fp16.onnx", name=name, info=info, fp16=True, threshold=a.threshold)
         results[arch] = info
         print(json.dumps({"arch": arch, **{k: info[k] for k in ("params", "gflops_per_2048_tile", "best_step", "val",
                                                                  "train_s")}}), flush=True)

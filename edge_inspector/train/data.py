@@ -40,9 +40,24 @@ def read_yolo_names(root: Path) -> list[str]:
     raise ValueError(f"{root / 'data.yaml'}: no 'names:' line")
 
 
+# Real class names that are the same defect as a synthetic class (case-insensitive).
+SYNONYMS = {"hole": "hole", "scratch": "scratch", "crease": "wrinkle", "cut": "cut", "wrinkle": "wrinkle",
+            "brand": "brand", "tick bite": "tick_bite", "tick_bite": "tick_bite"}
+
+
+def _same_as(name: str) -> str | None:
+    return SYNONYMS.get(name.strip().lower())
+
+
 def class_list(real_names: list[str]) -> list[str]:
-    """The model's classes: the synthetic generator's, then the real set's (a union, see docs)."""
-    return list(DEFECT_CLASSES) + [n for n in real_names if n not in DEFECT_CLASSES]
+    """The model's classes: the synthetic generator's, then the real set's that are not synonyms of
+    one of them (``SYNONYMS``: Hole = hole, Scratch = scratch, Crease = wrinkle)."""
+    return list(DEFECT_CLASSES) + [n for n in real_names if n not in DEFECT_CLASSES and _same_as(n) is None]
+
+
+def real_class_index(real_names: list[str], classes: list[str]) -> np.ndarray:
+    """Model class index of every class id of the real set (synonyms fold into synthetic classes)."""
+    return np.array([classes.index(_same_as(n) or n) for n in real_names], np.int64)
 
 
 @dataclass
@@ -57,45 +72,74 @@ class Sample:
 
 
 class SynthPatches:
-    """Patches of rendered synthetic hides with exact class masks (held in memory)."""
+    """Patches of rendered synthetic hides with exact class masks (held in memory).
 
-    def __init__(self, seeds: list[int], width: int = 4096, hides: int = 3, patch: int = 256) -> None:
+    ``width`` 8192 renders the station's own geometry (the synthetic generator's defaults, as in
+    ``make run``, with other seeds); narrower widths shrink the hides to fit.
+    """
+
+    SMALL_PX = 10  # defects at most this many px across (3.7 mm) are "small"
+
+    def __init__(self, seeds: list[int], width: int = 8192, hides: int = 3, patch: int = 256) -> None:
         self.patch = patch
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
-        self.defect_px: list[np.ndarray] = []  # (K, 3) image index, y, x of defect pixels (subsampled)
-        self.hide_px: list[np.ndarray] = []
+        pools: dict[str, list[np.ndarray]] = {k: [] for k in ("defect", "small", "edge", "hide")}
         for seed in seeds:
-            belt_mm = width * 0.37 - 100
-            cfg = SynthConfig(hides=hides, seed=seed, width=width, defects_per_hide=(14, 28),
-                              hide_width_mm=(min(1000.0, 0.6 * belt_mm), belt_mm), gap_lines=(200, 300),
-                              hide_length_mm=(min(1600.0, 2 * belt_mm), min(2600.0, 3 * belt_mm)))
+            if width >= 8192:
+                cfg = SynthConfig(hides=hides, seed=seed, width=width, defects_per_hide=(14, 28))
+            else:
+                belt_mm = width * 0.37 - 100
+                cfg = SynthConfig(hides=hides, seed=seed, width=width, defects_per_hide=(14, 28),
+                                  hide_width_mm=(min(1000.0, 0.6 * belt_mm), belt_mm), gap_lines=(200, 300),
+                                  hide_length_mm=(min(1600.0, 2 * belt_mm), min(2600.0, 3 * belt_mm)))
             stream = generate_blocks(cfg)
             img = np.concatenate([b.lines for b in stream])
             mask = np.zeros(img.shape[:2], np.uint8)
-            hide = np.zeros(img.shape[:2], bool)
+            hide = np.zeros(img.shape[:2], np.uint8)
             for (hid, cm), (_, hm) in zip(stream.class_masks(), stream.hide_masks()):
                 h = next(h for h in stream.hides if h.hide_id == hid)
                 sl = slice(h.first_line, h.first_line + cm.shape[0])
                 mask[sl] = np.maximum(mask[sl], cm)
-                hide[sl] |= hm == 1
+                hide[sl] |= (hm == 1)
             i = len(self.images)
             self.images.append(img)
             self.masks.append(mask)
-            ys, xs = np.nonzero(mask)
-            keep = slice(None, None, max(1, len(ys) // 20000))
-            self.defect_px.append(np.stack([np.full(len(ys[keep]), i), ys[keep], xs[keep]], 1))
-            ys, xs = np.nonzero(hide[::16, ::16])
-            self.hide_px.append(np.stack([np.full(len(ys), i), ys * 16, xs * 16], 1))
-        self.defect_all = np.concatenate(self.defect_px)
-        self.hide_all = np.concatenate(self.hide_px)
+
+            def pool(ys: np.ndarray, xs: np.ndarray, cap: int = 20000) -> np.ndarray:
+                keep = slice(None, None, max(1, len(ys) // cap))
+                return np.stack([np.full(len(ys[keep]), i), ys[keep], xs[keep]], 1)
+
+            pools["defect"].append(pool(*np.nonzero(mask)))
+            n, lab, st, _ = cv2.connectedComponentsWithStats((mask > 0).view(np.uint8), connectivity=8)
+            small = np.flatnonzero(np.maximum(st[1:, cv2.CC_STAT_WIDTH], st[1:, cv2.CC_STAT_HEIGHT]) <= self.SMALL_PX)
+            pools["small"].append(pool((st[small + 1, cv2.CC_STAT_TOP] + st[small + 1, cv2.CC_STAT_HEIGHT] // 2),
+                                       (st[small + 1, cv2.CC_STAT_LEFT] + st[small + 1, cv2.CC_STAT_WIDTH] // 2)))
+            h16 = hide[::16, ::16]
+            pools["hide"].append(pool(*(np.array(np.nonzero(h16)) * 16)))
+            # the hide's outline (leather against belt) and the thin, darker leather along it:
+            # the places a model learns to call "defect" when it never saw them as good
+            h4 = hide[::4, ::4]
+            edge = cv2.morphologyEx(h4, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8))
+            pools["edge"].append(pool(*(np.array(np.nonzero(edge)) * 4)))
+        self.pools = {k: np.concatenate(v) for k, v in pools.items()}
+        if not len(self.pools["small"]):
+            self.pools["small"] = self.pools["defect"]
+
+    # share of patches centred on: any defect, a small defect, the hide outline, the hide; the rest anywhere
+    MIX = (("defect", 0.25), ("small", 0.12), ("edge", 0.2), ("hide", 0.18))
 
     def sample(self, rng: np.random.Generator, scale: float = 1.0) -> Sample:
-        """A patch near a defect pixel (35 %), on a hide (30 %) or anywhere: belt, hide edges (35 %)."""
         u = rng.random()
         size = int(round(self.patch * scale))
-        if u < 0.65:
-            pool = self.defect_all if u < 0.35 else self.hide_all
+        where = None
+        for name, share in self.MIX:
+            if u < share:
+                where = name
+                break
+            u -= share
+        if where is not None and len(self.pools[where]):
+            pool = self.pools[where]
             i, y, x = pool[rng.integers(len(pool))]
         else:
             i = int(rng.integers(len(self.images)))
@@ -168,9 +212,9 @@ def photo_scale(rng: np.random.Generator) -> float:
 class RealBoxPatches:
     """Real photographs with their labelled boxes as weak labels."""
 
-    def __init__(self, items: list[tuple[np.ndarray, np.ndarray]], class_offset: int, patch: int = 256) -> None:
+    def __init__(self, items: list[tuple[np.ndarray, np.ndarray]], class_index: np.ndarray, patch: int = 256) -> None:
         self.items = items
-        self.offset = class_offset
+        self.class_index = np.asarray(class_index)  # real class id -> model class index
         self.patch = patch
 
     def sample(self, rng: np.random.Generator, scale: float = 1.0) -> Sample:
@@ -181,7 +225,7 @@ class RealBoxPatches:
             centre = (0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]))
         s = scale * photo_scale(rng)
         im, b = _crop_scaled(img, boxes, self.patch, s, rng, centre)
-        b[:, 4] += self.offset
+        b[:, 4] = self.class_index[b[:, 4].astype(np.int64)]
         mask = np.zeros((self.patch, self.patch), np.uint8)
         for x0, y0, x1, y1, _ in b:  # box interiors: left to the projection loss
             mask[int(y0):int(math.ceil(y1)), int(x0):int(math.ceil(x1))] = IGNORE

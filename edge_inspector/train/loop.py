@@ -8,6 +8,8 @@ Losses, all on the defect logit upsampled (bilinear, x4) to the patch:
   box a *box-projection* loss (after BoxInst) asks that every column and every row of the box's
   central 60 % hold defect, measured on 8x8 px cells (mean probability >= ``box_target``): the
   mask must span the box as a coherent blob or line, without being told which pixels are defect.
+- cells: BCE at the output's 1/4 resolution against "any defect pixel in this 4x4 cell", so a
+  1-3 mm dot gets a confident peak of its own.
 - coherence: a total-variation term on the probability map discourages speckle.
 - class: cross-entropy of the class head at 1/4 resolution on defect pixels (exact masks) and,
   for boxes, on box pixels weighted by the (detached) defect probability.
@@ -38,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     mix: tuple[float, float, float] = (0.4, 0.3, 0.3)  # synthetic, real texture + pasted, real boxes
     pos_weight: float = 2.0
+    cell_weight: float = 1.0  # BCE on 4x4 px cells (any defect pixel = defect) at the output resolution
     box_weight: float = 1.0
     box_target: float = 0.5  # mean probability of an 8 px cell a box's projections must reach
     tv_weight: float = 0.5
@@ -75,6 +78,13 @@ def losses(net: SegNet, batch: dict[str, Any], cfg: TrainConfig) -> dict[str, to
     inter = (p * target).flatten(1).sum(1)
     dice_i = 1 - (2 * inter + 1) / (p.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
     dice = dice_i[has].mean() if has.any() else d.sum() * 0
+    # cells: "is there defect in this 4x4 px cell" at the output's own resolution, so that a
+    # 1-3 mm dot (one or two cells) reaches a confident peak instead of a blurred, bilinear one
+    pos4 = F.max_pool2d(pos.float()[:, None], 4)[:, 0]
+    valid4 = -F.max_pool2d(-valid.float()[:, None], 4)[:, 0]  # every pixel of the cell labelled
+    w4 = torch.where(pos4 > 0, cfg.pos_weight, 1.0) * valid4
+    cell = (F.binary_cross_entropy_with_logits(d_logit[:, 0], pos4, reduction="none") * w4).sum() \
+        / w4.sum().clamp_min(1)
     # weak boxes: every column and row of the box's central part holds some defect. Measured on
     # the probability averaged over 8x8 px cells, so scattered speckle cannot satisfy it: only a
     # coherent blob or line can.
@@ -110,8 +120,8 @@ def losses(net: SegNet, batch: dict[str, Any], cfg: TrainConfig) -> dict[str, to
     weights = torch.where((m4 > 0) & (m4 != IGNORE), torch.ones_like(weights), weights)
     ce = F.cross_entropy(c_logit, cls_target.clamp_min(0), reduction="none")
     ce = (ce * weights * (cls_target >= 0)).sum() / weights.sum().clamp_min(1)
-    total = bce + dice + cfg.box_weight * box + cfg.class_weight * ce + cfg.tv_weight * tv
-    return {"total": total, "bce": bce, "dice": dice, "box": box, "class": ce, "tv": tv}
+    total = bce + dice + cfg.cell_weight * cell + cfg.box_weight * box + cfg.class_weight * ce + cfg.tv_weight * tv
+    return {"total": total, "bce": bce, "dice": dice, "cell": cell, "box": box, "class": ce, "tv": tv}
 
 
 @torch.no_grad()
