@@ -169,6 +169,7 @@ def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scal
     sy, sx = scale_yx
     area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64) * sy * sx
     flat = labels.ravel()
+    on = flat > 0
     if score_map is None:
         peak = np.ones(n - 1)
     else:  # only pixels at or above the threshold can lift a component over it: look at those
@@ -176,7 +177,7 @@ def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scal
         raw_thr = low / score_scale
         if score_map.dtype == np.uint8:
             raw_thr = min(int(np.ceil(raw_thr - 1e-6)), 256)
-        seeds = np.flatnonzero((score_map.ravel() >= raw_thr) & (flat > 0))
+        seeds = np.flatnonzero((score_map.ravel() >= raw_thr) & on)
         peak = np.zeros(n - 1)
         np.maximum.at(peak, flat[seeds] - 1, score_map.ravel()[seeds].astype(np.float64) * score_scale)
     ok = peak >= score_threshold
@@ -185,7 +186,6 @@ def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scal
     keep = np.flatnonzero((area >= min_area_px) & ok)
     if not len(keep):
         return Detections.empty()
-    on = flat > 0
     k1 = int(label_map.max()) + 1
     votes = np.bincount(flat[on].astype(np.int64) * k1 + label_map.ravel()[on], minlength=n * k1).reshape(n, k1)
     cls = votes[keep + 1, 1:].argmax(1).astype(np.int32)
@@ -244,6 +244,11 @@ class SegmentationDecoder(Decoder):
             logits = next(iter(outputs.values()))
         return self._from_logits(np.asarray(logits), batch, tile_hw)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.by_class = self.spec.get("components", "class") != "defect"
+        self.large = self._large()
+
     def _large(self) -> tuple[float, float] | None:
         """``"large": {"area_px": A, "threshold": T}`` in the output spec (see ``components``)."""
         lg = self.spec.get("large")
@@ -272,7 +277,7 @@ class SegmentationDecoder(Decoder):
                     cm[i], None if sm is None else sm[i], scale_yx=scale,
                     score_threshold=self.score_threshold, min_area_px=self.min_area_px,
                     score_scale=score_scale, n_classes=len(self.class_names) or None,
-                    by_class=self.spec.get("components", "class") != "defect", large=self._large(),
+                    by_class=self.by_class, large=self.large,
                 )
             )
         return out

@@ -185,15 +185,13 @@ class Model:
             cfg.min_area_px if cfg.min_area_px is not None
             else meta_area if meta_area is not None else DEFAULT_MIN_AREA_PX
         )
-        decoder = DECODERS[decoder_name](
-            class_names=class_names, score_threshold=score_threshold,
-            min_area_px=min_area_px, spec=out_spec,
-        )
-        if isinstance(decoder, SegmentationDecoder):
-            try:
-                decoder._large()
-            except ValueError as e:
-                raise ModelError(f"metadata {META}output: {e}", path=path) from None
+        try:
+            decoder = DECODERS[decoder_name](
+                class_names=class_names, score_threshold=score_threshold,
+                min_area_px=min_area_px, spec=out_spec,
+            )
+        except ValueError as e:  # an output spec the decoder cannot read
+            raise ModelError(f"metadata {META}output: {e}", path=path) from None
         session = cls._session(cfg, path)
         return cls(
             path=path, session=session, decoder=decoder, kind=kind, class_names=class_names,
