@@ -50,6 +50,16 @@ def test_a_few_steps_export_and_onnx_parity(tmp_path):
     assert rc == 0
     for f in ("best.pt", "model.onnx", "model-fp16.onnx", "log.jsonl", "results.json"):
         assert (out / f).is_file(), f
+    # fine-tuning from that checkpoint: same classes, weights loaded
+    rc = train_cli.main([
+        "--data", str(data), "--out", str(tmp_path / "tuned"), "--steps", "2", "--batch", "3", "--patch", "64",
+        "--channels", "8,8,16,16", "--synth-seeds", "5", "--synth-width", "1024", "--val-every", "2",
+        "--threads", "1", "--init", str(out / "best.pt"), "--mix", "0.34,0.33,0.33", "--box-target", "0.8",
+        "--no-fp16",
+    ])
+    assert rc == 0 and (tmp_path / "tuned" / "model.onnx").is_file()
+    tuned = torch.load(tmp_path / "tuned" / "best.pt", weights_only=False)
+    assert tuned["info"]["config"]["init"] == str(out / "best.pt")
     model = Model.load(ModelCfg(path=str(out / "model.onnx"), providers=["CPUExecutionProvider"]))
     assert model.kind == "segmentation" and "hole" in model.class_names and "Hole" not in model.class_names
     model.check_fits(256, 3, "model.onnx")

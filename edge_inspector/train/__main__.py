@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score threshold written into the model's metadata (default: export.SCORE_THRESHOLD)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="", help="start from this checkpoint (best.pt of an earlier run): fine-tuning;"
+                   " with --arch both, DIR/{plain,attention}/best.pt of the folder given")
+    p.add_argument("--mix", default="0.4,0.3,0.3", help="shares of synthetic, real texture + pasted, real boxes")
+    p.add_argument("--box-target", type=float, default=0.5,
+                   help="mean probability an 8 px cell on every row/column of a weak box must reach")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
     p.add_argument("--install", action="store_true",
@@ -73,7 +78,10 @@ def run(a: argparse.Namespace) -> int:
     results = {}
     for arch in archs:
         cfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, attention=arch == "attention",
-                          channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every)  # type: ignore[arg-type]
+                          channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every,  # type: ignore[arg-type]
+                          mix=tuple(float(x) for x in a.mix.split(",")),  # type: ignore[arg-type]
+                          box_target=a.box_target,
+                          init=str(Path(a.init) / arch / "best.pt") if a.init and len(archs) > 1 else a.init)
         d = out / arch if len(archs) > 1 else out
         t1 = time.time()
         net = train(cfg, sources, val, classes, d)

@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads; 0 = torch's default
     val_every: int = 250
+    init: str = ""  # checkpoint (best.pt) to start from: fine-tuning
 
 
 def to_batch(samples: list[Sample]) -> dict[str, Any]:
@@ -160,6 +161,11 @@ def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: 
         torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     net = SegNet(len(class_names), cfg.channels, cfg.attention)
+    if cfg.init:
+        ck = torch.load(cfg.init, map_location="cpu", weights_only=False)
+        if ck["info"]["classes"] != class_names:
+            raise ValueError(f"{cfg.init}: trained for classes {ck['info']['classes']}, not {class_names}")
+        net.load_state_dict(ck["state"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     counts = np.floor(np.array(cfg.mix) * cfg.batch).astype(int)
