@@ -83,7 +83,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_report
+    from .evaluation.runs import evaluate, format_report
 
     run_dir = Path(a.run_dir)
     truth = a.truth

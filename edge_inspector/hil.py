@@ -667,7 +667,7 @@ def _synthetic_run(t: _Session, work: Path) -> CheckResult:
 
 def _keep_fired(t: _Session, run_dir: Path, since: float) -> None:
     """Wait until the soft-PLC fired (or missed) every mark the run planned; its log of the run -> run_dir/plc.jsonl."""
-    from .dispatch import MARKS_LOG, PLC_LOG
+    from .runfiles import MARKS_LOG, PLC_LOG
 
     assert t.soft_plc is not None
     planned = [r for r in map(json.loads, (run_dir / MARKS_LOG).read_text().splitlines()) if r.get("event") == "planned"]
@@ -688,7 +688,7 @@ def _marking_verdict(run_dir: Path, truth: Path, summary: dict[str, Any], *, fir
 
     Detection recall is reported, not judged: it measures the model, not the station's marking chain.
     """
-    from .evaluate import evaluate
+    from .evaluation.runs import evaluate
 
     name = "marking_accuracy"
     rep = evaluate(run_dir, truth, tol_mm=5.0, mark_tol_mm=MARK_TOL_MM)

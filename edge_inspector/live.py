@@ -27,7 +27,7 @@ from .hide import Hide
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
 from .probe import Probe
-from .results import ResultsWriter, hide_handler, run_summary
+from .store import ResultsWriter, hide_handler, run_summary
 
 log = structlog.get_logger(__name__)
 

@@ -35,6 +35,7 @@ import structlog
 
 from .config import Station
 from .defect import Defect
+from .grading import defect_area_share
 from .hide import Hide
 from .mark import Action, Mark
 from .stitch import Uninspected
@@ -159,7 +160,7 @@ class MarkPlanner:
             return f"grade {h.grade}"
         share = self.cfg.reject_defect_share
         if share is not None and h.area_m2 > 0:
-            got = sum(d.area_mm2 for d in h.defects) / (h.area_m2 * 1e6)
+            got = defect_area_share(h)
             if got > share:
                 return f"defect area share {got:.4f} > {share:g}"
         return ""

@@ -19,7 +19,7 @@ from .errors import InputError
 from .lines import LineBlock
 from .pipeline import RunStats, run_pipeline
 from .recording import RecordingReader, open_recording
-from .results import ResultsWriter, hide_handler, run_summary
+from .store import ResultsWriter, hide_handler, run_summary
 
 log = structlog.get_logger(__name__)
 

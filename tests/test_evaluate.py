@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,9 @@ import pytest
 
 from edge_inspector.defect import Defect
 from edge_inspector.errors import InputError
-from edge_inspector.evaluate import evaluate, format_report, match_boxes
+from edge_inspector.evaluation.runs import evaluate, format_report, match_boxes
 from edge_inspector.hide import Hide, UninspectedRegion
-from edge_inspector.results import ResultsWriter
+from edge_inspector.store import ResultsWriter
 
 MM = 0.5  # mm per px and per line in these tests
 
@@ -286,3 +288,18 @@ def test_bad_input_names_the_file(tmp_path: Path) -> None:
     r = evaluate(run, truth)
     assert r["overall"]["recall"] is None and r["overall"]["precision"] is None
     assert "recall -" in format_report(r)
+
+
+def test_offline_evaluation_does_not_import_the_station_runtime() -> None:
+    """Evaluating a run folder needs neither the stitcher, the dispatch/PLC stack nor numba."""
+    code = (
+        "import sys, json\n"
+        "import edge_inspector.evaluation.runs, edge_inspector.evaluation.marks\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(json.loads(out))
+    heavy = {"edge_inspector.stitch", "edge_inspector.dispatch", "edge_inspector.pipeline",
+             "edge_inspector.plc.link", "numba", "onnxruntime", "pymodbus"}
+    assert "edge_inspector.runfiles" in loaded
+    assert not heavy & loaded, sorted(heavy & loaded)

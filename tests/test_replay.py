@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_inspector.cli import main
-from edge_inspector.evaluate import evaluate
+from edge_inspector.evaluation.runs import evaluate
 
 from conftest import SMALL_STATION as STATION
 

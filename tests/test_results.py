@@ -18,14 +18,10 @@ from edge_inspector.config import Grading
 from edge_inspector.defect import Defect
 from edge_inspector.errors import InputError
 from edge_inspector.hide import Hide, UninspectedRegion
-from edge_inspector.results import (
-    ResultsWriter,
-    grade_hide,
-    hide_map_frame,
-    latest_run_id,
-    load_run_hides,
-    render_hide_map,
-)
+from edge_inspector.grading import grade_hide
+from edge_inspector.hidemap import hide_map_frame, render_hide_map
+from edge_inspector.runfiles import latest_run_id, load_run_hides
+from edge_inspector.store import ResultsWriter
 
 MM_PX = 0.37
 MM_LINE = 0.4

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import InputError
-from .results import SUMMARY_NAME, load_run_hides
+from ..errors import InputError
+from ..runfiles import SUMMARY_NAME, load_run_hides
 
 SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<3 mm", -math.inf, 3.0),
@@ -290,9 +290,9 @@ def evaluate(run_dir: Path, truth_path: Path, tol_mm: float = 5.0, mark_tol_mm: 
     """Compare the latest run in ``run_dir`` with ``truth_path``; a JSON-serialisable report.
 
     When the run logged marks (marks.jsonl, and plc.jsonl from a soft-PLC), the report has a
-    ``marking`` section (edge_inspector/evaluate_marks.py) with tolerance ``mark_tol_mm``.
+    ``marking`` section (edge_inspector/evaluation/marks.py) with tolerance ``mark_tol_mm``.
     """
-    from .evaluate_marks import evaluate_marks
+    from .marks import evaluate_marks
 
     run_dir, truth_path = Path(run_dir), Path(truth_path)
     if tol_mm < 0 or not math.isfinite(tol_mm):
@@ -482,7 +482,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{r['gt_area_m2']:>8.3f}{r['run_area_m2']:>8.3f}"
                      f"{_f(r['area_error_pct'], '.2f')}{_f(r['grade'], '', 6)}")
     if report.get("marking"):
-        from .evaluate_marks import format_marks
+        from .marks import format_marks
 
         L.append("")
         L.extend(format_marks(report["marking"]))

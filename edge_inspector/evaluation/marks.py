@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .dispatch import MARKS_LOG, PLC_LOG
-from .errors import InputError
+from ..errors import InputError
+from ..runfiles import MARKS_LOG, PLC_LOG
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
