@@ -12,7 +12,14 @@ import pytest
 
 from edge_inspector.classes import DEFECT_CLASSES
 from edge_inspector.config import HideDetection
-from edge_inspector.synth import RENDER_LINES, SynthConfig, generate_blocks, ground_truth, write_recording
+from edge_inspector.synth import (
+    RENDER_LINES,
+    SynthConfig,
+    generate_blocks,
+    ground_truth,
+    make_defect,
+    write_recording,
+)
 
 # Small hides on a 1024 px belt (379 mm): fast, but the defects keep their true sizes.
 SMALL = dict(width=1024, hide_length_mm=(280.0, 420.0), hide_width_mm=(220.0, 290.0),
@@ -226,6 +233,19 @@ def test_mono_and_bad_config():
     with pytest.raises(ValueError, match="channels"):
         generate_blocks(SynthConfig(channels=2))
     assert RENDER_LINES > 0
+
+
+def test_make_defect_draws_every_class_of_the_catalogue():
+    """The public catalogue (training pastes these onto real leather): exact masks, zero outside."""
+    rng = np.random.default_rng(3)
+    base = np.array([176.0, 124.0, 88.0], np.float32)
+    for cls in DEFECT_CLASSES:
+        d = make_defect(cls, rng, 0.37, 0.37, base)
+        assert d.cls == cls and d.mode in ("blend", "mul", "hole")
+        assert d.mask.any() and d.mask.shape == d.s.shape == (d.h, d.w)
+        assert not d.s[~d.mask].any()
+    with pytest.raises(ValueError, match="unknown defect class"):
+        make_defect("stain", rng, 0.37, 0.37, base)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("edge_inspector.recording") is None,

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..classes import DEFECT_CLASSES
-from ..synth import SynthConfig, _make_defect, generate_blocks
+from ..synth import SynthConfig, generate_blocks, make_defect
 
 IGNORE = 255
 SOURCES = ("synthetic", "real_texture", "real_boxes")
@@ -251,7 +251,7 @@ class RealTexturePatches:
         base = im.reshape(-1, 3).mean(0)
         for _ in range(int(rng.integers(1, 4))):
             cls = DEFECT_CLASSES[rng.integers(len(DEFECT_CLASSES))]
-            d = _make_defect(cls, rng, mm_per_px, mm_per_px, base, small=bool(rng.random() < 0.3))
+            d = make_defect(cls, rng, mm_per_px, mm_per_px, base, small=bool(rng.random() < 0.3))
             if d.h >= self.patch or d.w >= self.patch:
                 continue
             y0, x0 = int(rng.integers(0, self.patch - d.h)), int(rng.integers(0, self.patch - d.w))
