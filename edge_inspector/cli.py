@@ -20,16 +20,19 @@ def _station(path: str | None):  # type: ignore[no-untyped-def]
 
 
 def cmd_check_config(a: argparse.Namespace) -> int:
-    from .config import load_station
+    from .config import file_problems, load_station
 
     bad = 0
     for f in a.files:
         try:
             st = load_station(f)
+            problems = file_problems(st)
         except ConfigError as e:
+            problems = e.problems
+        if problems:
             bad += 1
-            print(f"{f}: {len(e.problems)} problem(s)")
-            for p in e.problems:
+            print(f"{f}: {len(problems)} problem(s)")
+            for p in problems:
                 print(f"  - {p}")
             continue
         print(f"{f}: ok (station {st.station.name}, {st.camera.width} px x {st.camera.channels} ch,"
@@ -190,8 +193,18 @@ def cmd_hil(a: argparse.Namespace) -> int:
     return exit_code(report)
 
 
+def model_arg(text: str) -> str:
+    """A --model value: builtin:NAME as given; a file path relative to the current folder, not the station's."""
+    if text.startswith("builtin:"):
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-inspector", description="Leather-hide inspection station.")
+    # allow_abbrev=False: a subcommand option such as plc-sim --log must not be taken for an
+    # abbreviation of the global --log-level / --log-json.
+    p = argparse.ArgumentParser(prog="edge-inspector", description="Leather-hide inspection station.",
+                                allow_abbrev=False)
     p.add_argument("--version", action="version", version=f"edge-inspector {__version__}")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
     p.add_argument("--log-json", action="store_true",
@@ -215,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recording")
     s.add_argument("--station", help="station TOML (default: built-in defaults, geometry from the recording)")
     s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
-    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
+    s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--realtime", action="store_true", help="replay at the recorded line rate with the live loss policy")
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' to start a soft-PLC for the run"
                    " (needs --realtime; default: the station's [plc] host, none when empty)")
@@ -238,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval-model", help="score a model on an image dataset (MVTec AD or YOLO layout), tiled"
                        " as on the station: pixel Dice/IoU/AUROC/AUPRO, image AUROC/F1, box recall (docs/models.md)")
     s.add_argument("dataset", help="dataset folder")
-    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (default: the station's,"
+    s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (default: the station's,"
                    " else builtin:default)")
     s.add_argument("--station", help="station TOML whose [model] settings to use (decoder, providers, thresholds)")
     s.add_argument("--split", help="folder to evaluate (MVTec: default test; YOLO: default val, else test, else the root)")
@@ -266,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure lines/s and tiles/s (JSON)")
     s.add_argument("--station", help="station TOML (default: built-in 8K defaults)")
     s.add_argument("--no-model", action="store_true", help="pipeline alone, no inference")
-    s.add_argument("--model", help="model to bench (overrides the station)")
+    s.add_argument("--model", type=model_arg, help="model to bench (overrides the station)")
     s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
     s.set_defaults(fn=cmd_bench)
 
@@ -275,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
     s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
     s.add_argument("--seconds", type=float, help="stop after this many seconds (drains, writes results)")
-    s.add_argument("--model", help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
+    s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' for a soft-PLC"
                    " (default: the station's [plc] host, none when empty)")
     s.set_defaults(fn=cmd_run)

@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+# allow_inf_nan=False: `line_rate_hz = inf` or `nan` in a station file is an error, not a number.
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+MAX_WIDTH = 65536  # px per line: twice the widest line-scan sensors sold (32K)
+RING_MEMORY_SHARE = 0.5  # the tile ring may take at most this share of the machine's memory
+REQUIRED_SECTIONS = ("camera", "belt")  # a station file must describe these; no silent defaults
 
 
 class StationInfo(BaseModel):
@@ -26,7 +31,7 @@ class Camera(BaseModel):
     """Camera geometry. ``mm_per_line`` is belt travel per line (encoder-triggered lines)."""
 
     model_config = _STRICT
-    width: int = Field(8192, gt=0, description="pixels per line")
+    width: int = Field(8192, gt=0, le=MAX_WIDTH, description="pixels per line")
     channels: Literal[1, 3] = 3
     dtype: Literal["uint8", "uint16"] = "uint8"
     pixel_format: str = "RGB8"
@@ -289,37 +294,120 @@ class Station(BaseModel):
 
 
 def geometry_problems(st: Station) -> list[str]:
-    """Cross-field checks: tiling fits the line, marker far enough for the strip latency."""
-    out: list[str] = []
+    """Cross-field checks: tiling fits the line, marker far enough for the strip latency,
+    grade limits in order, the events endpoint, the tile ring's memory."""
+    return [msg for _, msg in cross_field_problems(st)]
+
+
+def cross_field_problems(st: Station) -> list[tuple[tuple[str, ...], str]]:
+    """Each cross-field problem with the fields it involves (``section.field``), for reporting
+    them beside field errors without blaming a field that already has its own error."""
+    out: list[tuple[tuple[str, ...], str]] = []
     t, c = st.tiling, st.camera
     if t.tile > c.width:
-        out.append(
+        out.append((("tiling.tile", "camera.width"),
             f"tiling.tile: {t.tile} px is wider than the line (camera.width = {c.width});"
             f" set tiling.tile <= {c.width}"
-        )
+        ))
     if t.overlap >= t.tile:
-        out.append(
+        out.append((("tiling.overlap", "tiling.tile"),
             f"tiling.overlap: {t.overlap} must be smaller than tiling.tile ({t.tile});"
             f" the default is 128"
-        )
+        ))
     hd = st.hide_detection
     if len(hd.belt_level) not in (1, c.channels):
-        out.append(
+        out.append((("hide_detection.belt_level", "camera.channels"),
             f"hide_detection.belt_level: {len(hd.belt_level)} values for a {c.channels}-channel"
             f" camera; give 1 or {c.channels}"
-        )
+        ))
     b = st.belt
     v = b.speed_m_per_min * 1000.0 / 60.0  # mm/s
     strip_s = t.tile / c.line_rate_hz
     need = v * (strip_s + b.processing_latency_s) + b.margin_mm
     if b.marker_distance_mm <= need:
-        out.append(
+        out.append((("belt.marker_distance_mm", "belt.speed_m_per_min", "tiling.tile", "camera.line_rate_hz",
+                     "belt.processing_latency_s", "belt.margin_mm"),
             f"belt.marker_distance_mm: {b.marker_distance_mm:g} mm is too short to mark in time:"
             f" at {b.speed_m_per_min:g} m/min a strip of {t.tile} lines takes {strip_s:.3f} s"
             f" and processing {b.processing_latency_s:g} s, so the marker must sit more than"
             f" {need:.0f} mm after the camera; move the marker, lower belt.speed_m_per_min,"
             f" or use a smaller tiling.tile"
-        )
+        ))
+    g = st.grading
+    if not g.grade_a <= g.grade_b <= g.grade_c:
+        out.append((("grading.grade_a", "grading.grade_b", "grading.grade_c"),
+                    f"grading: the limits must rise, grade_a <= grade_b <= grade_c; got {g.grade_a:g},"
+                    f" {g.grade_b:g}, {g.grade_c:g}"))
+    ep = endpoint_problem(st.events.endpoint)
+    if ep:
+        out.append((("events.endpoint",), f"events.endpoint: {ep}"))
+    if t.tile <= c.width and t.overlap < t.tile:
+        need_b = ring_bytes(st)
+        have_b = physical_memory_bytes()
+        if have_b and need_b > RING_MEMORY_SHARE * have_b:
+            out.append((("tiling.ring_slots", "tiling.tile", "camera.width", "camera.channels", "camera.dtype"),
+                        f"tiling.ring_slots: {t.ring_slots} slots of {ring_bytes(st) // t.ring_slots / 2**20:.0f} MiB"
+                        f" need {need_b / 2**30:.1f} GiB, more than {RING_MEMORY_SHARE:.0%} of this machine's"
+                        f" {have_b / 2**30:.1f} GiB; 3-8 slots are enough (the default is 4)"))
+    return out
+
+
+def ring_bytes(st: Station) -> int:
+    """Bytes of the tile ring: slots x tiles per strip x tile² x channels x sample size."""
+    t, c = st.tiling, st.camera
+    step = t.tile - t.overlap
+    cols = 1 if c.width <= t.tile else 1 + -(-(c.width - t.tile) // step)
+    itemsize = 2 if c.dtype == "uint16" else 1
+    return t.ring_slots * cols * t.tile * t.tile * c.channels * itemsize
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def endpoint_problem(endpoint: str) -> str:
+    """Why a ZeroMQ bind endpoint cannot work ("" when it can): tcp://HOST:PORT, ipc://PATH, inproc://NAME."""
+    import re
+
+    if re.fullmatch(r"(ipc|inproc)://.+", endpoint):
+        return ""
+    m = re.fullmatch(r"tcp://(\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d+)", endpoint)
+    if not m:
+        return (f"{endpoint!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556),"
+                f" ipc://PATH or inproc://NAME")
+    port = int(m.group(2))
+    if not 1 <= port <= 65535:
+        return f"port {port} in {endpoint!r} is out of range 1-65535"
+    return ""
+
+
+def file_problems(st: Station) -> list[str]:
+    """Files the station names that are missing: the model, the across table, the flat field.
+
+    Not part of validation (a station file may be checked on another machine); ``check-config``
+    and the commands that run a station report these before they start.
+    """
+    out: list[str] = []
+    mp = st.model.path
+    if mp.startswith("builtin:"):
+        from .inference.model import BUILTIN_MODELS
+
+        name = mp.split(":", 1)[1]
+        if name not in BUILTIN_MODELS:
+            out.append(f"model.path: no built-in model {name!r}; built-in models: "
+                       + ", ".join(f"builtin:{n}" for n in sorted(BUILTIN_MODELS)))
+    elif not st.resolve(mp).is_file():
+        out.append(f"model.path: file not found ({st.resolve(mp)}); give an ONNX file (relative to the"
+                   f" station file) or builtin:default")
+    for key, value in (("camera.across_table", st.camera.across_table), ("tiling.flat_field", st.tiling.flat_field)):
+        if value and not st.resolve(value).is_file():
+            out.append(f"{key}: file not found ({st.resolve(value)})")
     return out
 
 
@@ -344,11 +432,35 @@ def _problems_from(e: ValidationError) -> list[str]:
     return out
 
 
+def _partial_station(data: dict[str, Any], bad: set[str]) -> Station | None:
+    """The station with every field that had an error left at its default, for cross-field checks."""
+    clean: dict[str, Any] = {}
+    for sec, body in data.items():
+        if sec not in Station.model_fields or not isinstance(body, dict):
+            continue
+        clean[sec] = {k: v for k, v in body.items()
+                      if f"{sec}.{k}" not in bad and k in Station.model_fields[sec].annotation.model_fields}
+    try:
+        sections = {k: Station.model_fields[k].annotation.model_validate(v) for k, v in clean.items()}
+        return Station.model_construct(**sections)
+    except (ValidationError, TypeError, AttributeError):
+        return None
+
+
 def parse_station(data: dict[str, Any], path: str | Path = "<station>") -> Station:
     try:
         st = Station.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(path, _problems_from(e)) from None
+        problems = _problems_from(e)
+        # Field errors stop pydantic before the cross-field checks; run those on what is valid so
+        # that one check-config lists every problem, not only the first kind.
+        bad = {".".join(str(p) for p in err["loc"][:2]) for err in e.errors() if err["loc"]}
+        if any(err["loc"] for err in e.errors()):
+            partial = _partial_station(data, bad)
+            if partial is not None:
+                problems += [msg for fields, msg in cross_field_problems(partial)
+                             if not bad & set(fields) and msg not in problems]
+        raise ConfigError(path, problems) from None
     st._path = Path(path).resolve() if str(path) != "<station>" else None
     return st
 
@@ -364,4 +476,13 @@ def load_station(path: str | Path | None) -> Station:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(p, [f"not valid TOML: {e}"]) from None
+    missing = [s for s in REQUIRED_SECTIONS if s not in data]
+    if missing:
+        problems = [f"[{s}]: section missing; a station file must describe its {s} (copy [{s}] from"
+                    f" configs/stations/template.toml and set it for this line)" for s in missing]
+        try:
+            parse_station(data, p)
+        except ConfigError as e:
+            problems += e.problems
+        raise ConfigError(p, problems)
     return parse_station(data, p)

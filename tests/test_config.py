@@ -30,6 +30,8 @@ tile = 2048
 overlap = -1
 [modle]
 path = "x.onnx"
+[belt]
+speed_m_per_min = 60
 """)
     with pytest.raises(ConfigError) as ei:
         load_station(f)
