@@ -17,10 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_inspector.cli import main
 from edge_inspector.config import ModelCfg
-from edge_inspector.eval_model import (
-    BINS, PixelStats, aupro_hist, auroc, auroc_hist, evaluate_model, find_dataset, read_names,
-    score_bins, score_image,
-)
+from edge_inspector.evaluation.datasets import find_dataset, read_names
+from edge_inspector.evaluation.metrics import BINS, PixelStats, aupro_hist, auroc, auroc_hist, score_bins
+from edge_inspector.evaluation.model_eval import evaluate_model, score_image
 from edge_inspector.inference import Model
 
 CPU = ["CPUExecutionProvider"]
