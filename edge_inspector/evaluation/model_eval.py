@@ -7,14 +7,15 @@ Tiling "as on the station" (``score_image``)
     image side rounded up to a multiple of 32)), overlapping by ``overlap`` (default
     min(128, tile // 4)); tile origins as ``tile.column_starts`` (every tile - overlap px, the last
     aligned to the far edge). An image smaller than the tile is padded at the bottom / right by
-    mirroring (reflect-101), predictions there are dropped. ``Model.maps`` gives each tile's defect
-    score in [0, 1] and class map at tile px (nearest-neighbour upsampling of strided outputs);
+    mirroring (reflect-101), predictions there are dropped. ``tile_maps`` gives each tile's defect
+    score in [0, 1] and class map at tile px (the model's first stage, ``Model.run_maps``, then its
+    decoder's ``to_dense``: strided scores upsampled bilinear, classes by nearest neighbour);
     overlaps combine by max (the class of the tile with the higher score; first tile on ties).
     Anomaly maps outside [0, 1] without min/max metadata are min-max scaled over the evaluated
     images (a first pass finds the range; reported under ``model.anomaly_scaling``).
 
 Timing: images/s over the whole evaluation loop (reading, tiling, model, stitching, metrics),
-ms per tile = time inside ``Model.maps`` / tiles.
+ms per tile = time inside ``tile_maps`` / tiles.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from ..config import ModelCfg, load_station
 from ..errors import InputError
 from ..inference.decoders import AnomalyDecoder
+from ..inference.maps import DenseMaps
 from ..inference.model import Model
 from ..tile import column_starts
 from .datasets import Dataset, Sample, ground_truth, read_image, subset
@@ -42,6 +44,14 @@ def auto_tile(model: Model, hw: tuple[int, int]) -> int:
     if model.input_size is not None:
         return int(model.input_size[0])
     return min(MAX_TILE, -(-max(hw) // 32) * 32)
+
+
+def tile_maps(model: Model, tiles: np.ndarray, *, anomaly_range: tuple[float, float] | None = None,
+              raw: bool = False) -> DenseMaps:
+    """Defect score and class map per tile px of a (B, H, W, C) uint8 batch: the model's first
+    stage, then its decoder's dense view (``Decoder.to_dense``: anomaly maps scaled by
+    ``anomaly_range`` unless ``raw``; box and tile-score models: their detections rasterised)."""
+    return model.decoder.to_dense(model.run_maps(tiles), anomaly_range=anomaly_range, raw=raw)
 
 
 def score_image(
@@ -63,8 +73,8 @@ def score_image(
     for i in range(0, len(origins), batch):
         part = origins[i : i + batch]
         t0 = time.perf_counter()
-        s, c = model.maps(np.stack([img[y : y + tile, x : x + tile] for y, x in part]),
-                          anomaly_range=anomaly_range, raw=raw)
+        s, c = tile_maps(model, np.stack([img[y : y + tile, x : x + tile] for y, x in part]),
+                         anomaly_range=anomaly_range, raw=raw)
         model_s += time.perf_counter() - t0
         if c is not None and cls is None:
             cls = np.zeros((hp, wp), np.int32)
