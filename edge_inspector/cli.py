@@ -103,7 +103,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_eval_model(a: argparse.Namespace) -> int:
-    from .eval_model import evaluate_model, find_dataset, format_report, load_model
+    from .evaluation.datasets import find_dataset
+    from .evaluation.model_eval import evaluate_model, load_model
+    from .evaluation.model_report import format_report
     from .progress import Progress
 
     dataset = find_dataset(Path(a.dataset), a.layout, a.split)

@@ -1,4 +1,4 @@
-"""eval-model: datasets, tiling, Model.maps, metrics and the command, on tiny datasets in tmp dirs.
+"""eval-model: datasets, tiling, dense maps (tile_maps), metrics and the command, on tiny datasets in tmp dirs.
 
 No mocks: every model is a real ONNX graph (onnx.helper) run in onnxruntime, every dataset real
 files. The real leather dataset is not used here (docs/models.md has its figures).
@@ -17,10 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_inspector.cli import main
 from edge_inspector.config import ModelCfg
-from edge_inspector.eval_model import (
-    BINS, PixelStats, aupro_hist, auroc, auroc_hist, evaluate_model, find_dataset, read_names,
-    score_bins, score_image,
-)
+from edge_inspector.evaluation.datasets import find_dataset, read_names
+from edge_inspector.evaluation.metrics import BINS, PixelStats, aupro_hist, auroc, auroc_hist, score_bins
+from edge_inspector.evaluation.model_eval import evaluate_model, score_image, tile_maps
 from edge_inspector.inference import Model
 
 CPU = ["CPUExecutionProvider"]
@@ -291,7 +290,7 @@ def test_read_names_yaml_forms(tmp_path: Path):
         assert read_names(p) == ["a b", "c"], text
 
 
-# ------------------------------------------------------------------ Model.maps and tiling
+# ------------------------------------------------------------------ dense maps (tile_maps) and tiling
 
 
 @pytest.mark.parametrize("name,hw,tiles", [("dark", (500, 700), 12), ("dark4", (500, 700), 12),
@@ -303,7 +302,7 @@ def test_tiled_equals_whole_image_for_pointwise_model(models, name, hw, tiles):
     rng = np.random.default_rng(5)
     img = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
     score, cls, n_tiles, _ = score_image(m, img, 256, 64, batch=3)
-    whole_s, whole_c = m.maps(img[None])
+    whole_s, whole_c = tile_maps(m, img[None])
     assert n_tiles == tiles and score.shape == hw
     if name == "dark4":  # bilinear upsampling of a strided score: equal up to interpolation at tile seams
         assert np.mean(np.abs(score - whole_s[0]) < 1e-6) > 0.97
@@ -331,7 +330,7 @@ def test_maps_stride4_scores_bilinear_classes_nearest(models):
     m = load(models["dark4"])
     img = leather(64, 96, 0)
     blob(img, (40, 30), 9)
-    score, cls = m.maps(img[None])
+    score, cls = tile_maps(m, img[None])
     raw = m.run_raw(img[None])
     assert score.shape == cls.shape == (1, 64, 96) and score.dtype == np.float32
     up = cv2.resize(raw["score_map"][0].astype(np.float32) / 255, (96, 64), interpolation=cv2.INTER_LINEAR)
@@ -343,23 +342,23 @@ def test_maps_anomaly_scaling(models, tmp_path: Path):
     img = leather(32, 32, 0)
     x = 40 * (1 - img.astype(np.float32).mean(2) / 255)
     m = load(models["anomaly"], decoder="anomaly")
-    raw, cls = m.maps(img[None], raw=True)
+    raw, cls = tile_maps(m, img[None], raw=True)
     assert cls is None and raw.shape == (1, 32, 32)
     np.testing.assert_allclose(raw[0], x, rtol=1e-5)
-    np.testing.assert_allclose(m.maps(img[None], anomaly_range=(10.0, 30.0))[0][0], np.clip((x - 10) / 20, 0, 1),
+    np.testing.assert_allclose(tile_maps(m, img[None], anomaly_range=(10.0, 30.0))[0][0], np.clip((x - 10) / 20, 0, 1),
                                atol=1e-5)
-    assert m.maps(img[None])[0].max() == 1.0  # raw values above 1: clipped
+    assert tile_maps(m, img[None])[0].max() == 1.0  # raw values above 1: clipped
     # anomalib normalisation stats in the metadata: (x - threshold) / (max - min) + 0.5
     props = {"edge_inspector.kind": "anomaly", "edge_inspector.classes": '["anomaly"]',
              "edge_inspector.input": json.dumps({"layout": "NCHW", "dtype": "float32", "channels": 3}),
              "edge_inspector.output": json.dumps({"min": 0, "max": 40, "threshold": 20})}
     mm = load(anomaly_model(tmp_path / "meta.onnx", props))
-    np.testing.assert_allclose(mm.maps(img[None])[0][0], np.clip((x - 20) / 40 + 0.5, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(tile_maps(mm, img[None])[0][0], np.clip((x - 20) / 40 + 0.5, 0, 1), atol=1e-5)
 
 
 def test_maps_detection_boxes_rasterised(models):
     m = load(models["box"])
-    score, cls = m.maps(np.zeros((2, 64, 96, 3), np.uint8))
+    score, cls = tile_maps(m, np.zeros((2, 64, 96, 3), np.uint8))
     want = np.zeros((64, 96), np.float32)
     want[35:45, 40:60] = 0.9
     np.testing.assert_allclose(score[1], want)

@@ -1,9 +1,12 @@
-"""Inference: ONNX defect models -> ``Detections`` per tile.
+"""Inference: ONNX defect models -> ``Detections`` per tile, in two stages.
 
-- ``Model.load(cfg)``: open a model (``builtin:default``, ``builtin:baseline`` or an .onnx file),
-  read its contract from ``metadata_props``, choose the execution provider; ``model.infer(tiles)``.
-- ``DECODERS``: raw outputs -> ``Detections`` per model family (segmentation, yolo/detection,
-  anomaly, classification).
+- ``Model.load(cfg)``: open a model (``builtin:<name>`` or an .onnx file), read its contract
+  (``ModelContract``) from ``metadata_props``, choose the execution provider; ``model.infer(tiles)``.
+- ``model.run_maps(tiles)``: the first stage, raw outputs -> the family's named maps
+  (``SegmentationMaps``, ``AnomalyMaps``, ``Boxes``, ``TileScores``).
+- ``DECODERS``: per model family (segmentation, yolo/detection, anomaly, classification) the
+  first stage and the second, maps -> ``Detections`` (or ``DenseMaps`` at tile px for eval-model).
+- ``BUILTINS`` / ``BUILTIN_MODELS``: the built-in models (``registry``), ``DEFAULT_MODEL``.
 - ``build_baseline()``: the classical baseline model as an ONNX graph
   (``python -m edge_inspector.inference.baseline`` writes ``edge_inspector/models/baseline.onnx``).
 """
@@ -14,16 +17,27 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .baseline import build_baseline
+    from .contract import InputSpec, ModelContract
     from .decoders import DECODERS, Decoder
-    from .model import BUILTIN_MODELS, DEFAULT_MODEL, Model
+    from .maps import AnomalyMaps, Boxes, DenseMaps, Maps, SegmentationMaps, TileScores
+    from .model import Model
+    from .registry import BUILTIN_MODELS, BUILTINS, DEFAULT_MODEL
 
-__all__ = ["BUILTIN_MODELS", "DECODERS", "DEFAULT_MODEL", "Decoder", "Model", "build_baseline"]
+__all__ = [
+    "AnomalyMaps", "BUILTINS", "BUILTIN_MODELS", "Boxes", "DECODERS", "DEFAULT_MODEL", "Decoder", "DenseMaps",
+    "InputSpec", "Maps", "Model", "ModelContract", "SegmentationMaps", "TileScores", "build_baseline",
+]
 
 # Imported on first use (PEP 562), so that ``python -m edge_inspector.inference.baseline``
 # runs the module without it being imported twice.
 _WHERE = {
-    "build_baseline": "baseline", "DECODERS": "decoders", "Decoder": "decoders",
-    "BUILTIN_MODELS": "model", "DEFAULT_MODEL": "model", "Model": "model",
+    "build_baseline": "baseline",
+    "InputSpec": "contract", "ModelContract": "contract",
+    "DECODERS": "decoders", "Decoder": "decoders",
+    "AnomalyMaps": "maps", "Boxes": "maps", "DenseMaps": "maps", "Maps": "maps", "SegmentationMaps": "maps",
+    "TileScores": "maps",
+    "Model": "model",
+    "BUILTINS": "registry", "BUILTIN_MODELS": "registry", "DEFAULT_MODEL": "registry",
 }
 
 

@@ -36,8 +36,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-BASELINE_PATH = MODELS_DIR / "baseline.onnx"
+from .registry import BUILTIN_MODELS
+
+BASELINE_PATH = BUILTIN_MODELS["baseline"]
 
 NAME = "baseline"
 VERSION = "1"

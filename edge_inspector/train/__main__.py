@@ -104,7 +104,7 @@ def install(out: Path, archs: list[str]) -> None:
     """Copy the exported models over the built-in ones (edge_inspector/models/)."""
     import shutil
 
-    from ..inference.model import MODELS_DIR
+    from ..inference.registry import MODELS_DIR
 
     for arch in archs:
         d = out / arch if len(archs) > 1 else out

@@ -1,7 +1,8 @@
-"""Detections: one vectorised record of model output, the same type for every model family.
+"""``Detections``: one vectorised record of model output, the same type for every model family.
 
 In the spirit of supervision's ``Detections``: numpy arrays side by side, converters at the
-edges (``inference.decoders``), no per-object Python classes on the hot path.
+edges (``inference.decoders``, ``inference.components``), no per-object Python classes on the
+hot path; ``nms`` and ``rasterise`` sit beside the type in this package.
 Coordinates are pixels of the frame the record is in (tile px out of a decoder; belt px after
 ``offset``): x = column, y = line.
 """

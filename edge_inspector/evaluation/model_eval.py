@@ -1,0 +1,200 @@
+"""``edge-inspector eval-model``: score a defect model on an image dataset, tiled as on the station.
+
+Datasets: ``datasets``; metrics: ``metrics``; the text report: ``model_report``.
+
+Tiling "as on the station" (``score_image``)
+    Square tiles of ``tile`` px (default: the model's fixed input size, else min(2048, the longer
+    image side rounded up to a multiple of 32)), overlapping by ``overlap`` (default
+    min(128, tile // 4)); tile origins as ``tile.column_starts`` (every tile - overlap px, the last
+    aligned to the far edge). An image smaller than the tile is padded at the bottom / right by
+    mirroring (reflect-101), predictions there are dropped. ``tile_maps`` gives each tile's defect
+    score in [0, 1] and class map at tile px (the model's first stage, ``Model.run_maps``, then its
+    decoder's ``to_dense``: strided scores upsampled bilinear, classes by nearest neighbour);
+    overlaps combine by max (the class of the tile with the higher score; first tile on ties).
+    Anomaly maps outside [0, 1] without min/max metadata are min-max scaled over the evaluated
+    images (a first pass finds the range; reported under ``model.anomaly_scaling``).
+
+Timing: images/s over the whole evaluation loop (reading, tiling, model, stitching, metrics),
+ms per tile = time inside ``tile_maps`` / tiles.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ..config import ModelCfg, load_station
+from ..errors import InputError
+from ..inference.decoders import AnomalyDecoder
+from ..inference.maps import DenseMaps
+from ..inference.model import Model
+from ..tile import column_starts
+from .datasets import Dataset, Sample, ground_truth, read_image, subset
+from .metrics import BoxStats, PixelStats, ratio
+
+MAX_TILE = 2048
+STATION_OVERLAP = 128
+
+
+def auto_tile(model: Model, hw: tuple[int, int]) -> int:
+    """The model's fixed input size, else min(2048, the longer side rounded up to 32)."""
+    if model.input_size is not None:
+        return int(model.input_size[0])
+    return min(MAX_TILE, -(-max(hw) // 32) * 32)
+
+
+def tile_maps(model: Model, tiles: np.ndarray, *, anomaly_range: tuple[float, float] | None = None,
+              raw: bool = False) -> DenseMaps:
+    """Defect score and class map per tile px of a (B, H, W, C) uint8 batch: the model's first
+    stage, then its decoder's dense view (``Decoder.to_dense``: anomaly maps scaled by
+    ``anomaly_range`` unless ``raw``; box and tile-score models: their detections rasterised)."""
+    return model.decoder.to_dense(model.run_maps(tiles), anomaly_range=anomaly_range, raw=raw)
+
+
+def score_image(
+    model: Model, img: np.ndarray, tile: int, overlap: int, *, batch: int = 4,
+    anomaly_range: tuple[float, float] | None = None, raw: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, int, float]:
+    """Tile ``img`` (H, W, C) as on the station and stitch the model's maps back (max on overlaps).
+
+    Returns (score (H, W) float32, class map (H, W) int32 or None, tiles run, seconds in the model).
+    """
+    h, w = img.shape[:2]
+    hp, wp = max(h, tile), max(w, tile)
+    if (hp, wp) != (h, w):
+        img = cv2.copyMakeBorder(img, 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101).reshape(hp, wp, -1)
+    origins = [(y, x) for y in column_starts(hp, tile, overlap) for x in column_starts(wp, tile, overlap)]
+    score = np.full((hp, wp), -np.inf, np.float32)
+    cls: np.ndarray | None = None
+    model_s = 0.0
+    for i in range(0, len(origins), batch):
+        part = origins[i : i + batch]
+        t0 = time.perf_counter()
+        s, c = tile_maps(model, np.stack([img[y : y + tile, x : x + tile] for y, x in part]),
+                         anomaly_range=anomaly_range, raw=raw)
+        model_s += time.perf_counter() - t0
+        if c is not None and cls is None:
+            cls = np.zeros((hp, wp), np.int32)
+        for k, (y, x) in enumerate(part):
+            view = score[y : y + tile, x : x + tile]
+            if c is not None and cls is not None:
+                better = s[k] > view
+                cls[y : y + tile, x : x + tile][better] = c[k][better]
+            np.maximum(view, s[k], out=view)
+    return score[:h, :w], None if cls is None else cls[:h, :w], len(origins), model_s
+
+
+def load_model(model_path: str | None, station_path: str | None) -> Model:
+    """The model to evaluate: ``model_path`` (default the station's, else builtin:default) with
+    the station's ``[model]`` settings (decoder, providers, thresholds) when a station is given."""
+    station = load_station(station_path) if station_path else None
+    cfg = station.model if station else ModelCfg()
+    if model_path:
+        cfg = cfg.model_copy(update={"path": model_path})
+    return Model.load(cfg, resolve=station.resolve) if station else Model.load(cfg)
+
+
+def _channels(model: Model) -> int:
+    return model.input_channels or 3
+
+
+def _tile_for(model: Model, hw: tuple[int, int], tile: int | None, overlap: int | None) -> tuple[int, int]:
+    """(tile, overlap) for an image: the given ones, else ``auto_tile`` and min(128, tile // 4)."""
+    t = tile or auto_tile(model, hw)
+    o = min(STATION_OVERLAP, t // 4) if overlap is None else overlap
+    if not 0 <= o < t:
+        raise InputError(f"--overlap must be 0 or more and smaller than the tile ({t} px), got {o}")
+    return t, o
+
+
+def anomaly_scaling(model: Model, samples: list[Sample], tile: int | None, overlap: int | None,
+                    batch: int) -> tuple[tuple[float, float] | None, str]:
+    """How anomaly maps are brought to [0, 1]: metadata, as is, or min-max over ``samples``."""
+    if not isinstance(model.decoder, AnomalyDecoder):
+        return None, "-"
+    if {"min", "max"} <= model.decoder.spec.keys():
+        return None, "metadata min/max"
+    lo, hi = np.inf, -np.inf
+    for s in samples:
+        img = read_image(s.image, _channels(model))
+        t, o = _tile_for(model, img.shape[:2], tile, overlap)
+        raw, _, _, _ = score_image(model, img, t, o, batch=batch, raw=True)
+        lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
+    if lo >= 0.0 and hi <= 1.0:
+        return None, "as is (maps within [0, 1])"
+    return (lo, hi), f"min-max over the evaluated images [{lo:.6g}, {hi:.6g}]"
+
+
+def evaluate_model(
+    model: Model, dataset: Dataset, *, threshold: float | None = None, tile: int | None = None,
+    overlap: int | None = None, limit: int | None = None, batch: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``model`` on the dataset's images, tiled as on the station; the report (a dict)."""
+    thr = model.score_threshold if threshold is None else float(threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise InputError(f"--threshold must be within 0..1, got {thr}")
+    if tile is not None:
+        if tile < 1:
+            raise InputError(f"--tile must be at least 1, got {tile}")
+        model.check_fits(tile, _channels(model), model.path)
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    samples = subset(dataset.samples, limit)
+    rng, scaling = anomaly_scaling(model, samples, tile, overlap, batch)
+    yolo = dataset.layout == "yolo"
+    px = PixelStats(thr)
+    boxes = BoxStats(dataset.names, model.class_names, model.min_area_px) if yolo else None
+    groups: dict[str, dict[str, Any]] = {}
+    tiles, model_s, tile_sizes, overlaps = 0, 0.0, set(), set()
+    t0 = time.perf_counter()
+    for i, s in enumerate(samples):
+        img = read_image(s.image, _channels(model))
+        hw = img.shape[:2]
+        t, o = _tile_for(model, hw, tile, overlap)
+        score, cls_map, n_tiles, secs = score_image(model, img, t, o, batch=batch, anomaly_range=rng)
+        tiles, model_s = tiles + n_tiles, model_s + secs
+        tile_sizes.add(t)
+        overlaps.add(o)
+        gt, cls, box_px = ground_truth(s, hw, len(dataset.names))
+        d = px.add(score, gt)
+        if boxes is not None:
+            boxes.add(score >= thr, gt, cls_map, cls, box_px)
+        g = groups.setdefault(s.group, {"images": 0, "flagged": 0, "dice": []})
+        g["images"] += 1
+        g["flagged"] += int(px.image_score[-1] >= thr)
+        if d is not None:
+            g["dice"].append(d)
+        if progress:
+            progress(i + 1, len(samples))
+    wall = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "model": {
+            "path": str(model.path), "kind": model.kind, "classes": model.class_names,
+            "provider": model.provider, "threshold": thr, "min_area_px": model.min_area_px,
+            "anomaly_scaling": scaling,
+        },
+        "dataset": {
+            "root": str(dataset.root), "layout": dataset.layout, "split": dataset.split,
+            "images": len(samples), "images_total": len(dataset.samples),
+            "defective_images": int(sum(px.image_gt)), "names": dataset.names,
+        },
+        "tiling": {"tile": sorted(tile_sizes), "overlap": sorted(overlaps), "tiles": tiles,
+                   "upsampling": "nearest", "combine": "max"},
+        "pixel": px.pixel("box-mask (weak)" if yolo else "ground truth"),
+        "image": px.image(),
+        "timing": {"wall_s": wall, "model_s": model_s, "images_per_s": ratio(len(samples), wall),
+                   "ms_per_tile": ratio(1000.0 * model_s, tiles)},
+    }
+    if boxes is not None:
+        report["boxes"] = boxes.report()
+    else:
+        report["per_type"] = {
+            k: {"images": g["images"], "flagged": g["flagged"],
+                "dice_mean": float(np.mean(g["dice"])) if g["dice"] else None}
+            for k, g in groups.items()
+        }
+    return report

@@ -1,0 +1,57 @@
+"""Built-in models: the one table of the models shipped in ``edge_inspector/models/`` (docs/models.md).
+
+A station addresses them as ``builtin:<name>`` in ``model.path``; ``builtin:default`` is
+``DEFAULT_MODEL``. Adding a built-in model is one row in ``BUILTINS`` (and its file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    """One shipped model: its ``builtin:`` name, file in ``MODELS_DIR`` and what it is."""
+
+    name: str
+    file: str
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return MODELS_DIR / self.file
+
+
+BUILTINS: tuple[BuiltinModel, ...] = (
+    BuiltinModel("baseline", "baseline.onnx",
+                 "classical, brightness only (python -m edge_inspector.inference.baseline)"),
+    BuiltinModel("attention-unet", "attention_unet.onnx", "learned (edge_inspector/train)"),
+    BuiltinModel("attention-unet-fp16", "attention_unet_fp16.onnx", "the same in float16, for GPUs"),
+    BuiltinModel("unet", "unet.onnx", "plain U-Net trained the same way, for comparison"),
+)
+
+# name -> file, in table order (a view of BUILTINS)
+BUILTIN_MODELS: dict[str, Path] = {m.name: m.path for m in BUILTINS}
+
+# The station default ("builtin:default"): the learned Attention U-Net (edge_inspector/train,
+# docs/models.md); the classical baseline stays selectable as builtin:baseline.
+DEFAULT_MODEL = "attention-unet"
+
+
+def builtin_path(path: str) -> Path:
+    """``builtin:<name>`` -> the shipped file; ``builtin:default`` -> ``DEFAULT_MODEL``."""
+    name = path.split(":", 1)[1]
+    if name == "default":
+        name = DEFAULT_MODEL
+    if name not in BUILTIN_MODELS:
+        raise ModelError(
+            f"unknown built-in model {name!r}", path=path, where="model.path",
+            hint="use builtin:default, " + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)
+            + " or the path of an .onnx file",
+        )
+    return BUILTIN_MODELS[name]
