@@ -36,7 +36,6 @@ def skipped(name: str, message: str, **values: Any) -> CheckResult:
     return CheckResult(name, "skip", message, values)
 
 
-
 def format_report(report: dict[str, Any]) -> str:
     """The readable summary: one row per check with its result and message."""
     head = [f"edge-inspector hil: station {report['station']} ({report['mode']}), camera {report['camera']},"
