@@ -17,10 +17,6 @@ child process on a free loopback port with a fresh outbox and state; its log of 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,27 +26,15 @@ import structlog
 
 from .assemble import Hooks
 from .config import Station
-from .errors import InputError
 from .hide import Hide
 from .mark import InspectorState
 from .marking import MarkPlanner
+from .plc.launch import SoftPlcProcess, parse_plc_address, plc_target
 
 log = structlog.get_logger(__name__)
 
 MARKS_LOG = "marks.jsonl"
 PLC_LOG = "plc.jsonl"
-
-
-def parse_plc_address(text: str, default_port: int = 502) -> tuple[str, int]:
-    """"HOST:PORT" or "HOST" -> (host, port), with a clear error."""
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(default_port))
-    try:
-        p = int(port)
-    except ValueError:
-        p = -1
-    if not host or not 1 <= p <= 65535:
-        raise InputError(f"--plc {text!r}: give HOST:PORT (e.g. 192.168.0.10:502), or 'sim' for the soft-PLC")
-    return host, p
 
 
 class MarkDispatch:
@@ -65,9 +49,9 @@ class MarkDispatch:
     ) -> None:
         self.st = station
         self.out_dir = Path(out_dir)
-        self.plc = plc if plc is not None else (f"{station.plc.host}:{station.plc.port}" if station.plc.host else None)
+        self.plc = plc_target(plc, station.plc)
         self.link: Any = None
-        self.sim: subprocess.Popen[str] | None = None
+        self.sim: SoftPlcProcess | None = None
         self.sim_address: tuple[str, int] | None = None
         self.planner = MarkPlanner(
             station, class_names, source_id=source_id, log_path=self.out_dir / MARKS_LOG,
@@ -108,25 +92,13 @@ class MarkDispatch:
         self.planner.belt_now_mm = self.link.belt_mm
 
     def _start_sim(self) -> tuple[str, int]:
-        b, m = self.st.belt, self.st.marking
         for name in (PLC_LOG, "plc-state.json"):
             (self.out_dir / name).unlink(missing_ok=True)
-        cmd = [
-            sys.executable, "-m", "edge_inspector.plc.softplc", "--host", "127.0.0.1", "--port", "0",
-            "--unit-id", str(self.st.plc.unit_id),
-            "--speed-mm-s", f"{b.speed_m_per_min * 1000.0 / 60.0:.6f}",
-            "--marker-distance-mm", f"{b.marker_distance_mm:g}",
-            "--reject-distance-mm", f"{m.reject_distance_mm:g}",
-            "--log", str(self.out_dir / PLC_LOG), "--state", str(self.out_dir / "plc-state.json"),
-        ]
-        self.sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert self.sim.stdout is not None
-        line = self.sim.stdout.readline()
-        if not line:
-            raise InputError("the soft-PLC did not start", where=" ".join(cmd))
-        addr = line.split()[-1] if "listening" in line else line.strip().split()[-1]
-        self.sim_address = parse_plc_address(addr)
-        log.info("soft-plc", address=addr)
+        self.sim = SoftPlcProcess.for_station(
+            self.st, log_path=self.out_dir / PLC_LOG, state_path=self.out_dir / "plc-state.json",
+        )
+        self.sim_address = self.sim.address
+        log.info("soft-plc", address=self.sim.where)
         return self.sim_address
 
     # -- during the run ---------------------------------------------------------------------
@@ -193,14 +165,8 @@ class MarkDispatch:
         log.warning("soft-plc belt did not reach the last mark in time", last_deadline_mm=round(last, 1))
 
     def _stop_sim(self) -> None:
-        if self.sim is None or self.sim.poll() is not None:
-            return
-        self.sim.send_signal(signal.SIGTERM)
-        try:
-            self.sim.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.sim.kill()
-            self.sim.communicate()
+        if self.sim is not None:
+            self.sim.stop()
 
 
 def summarise_plc_log(path: Path) -> dict[str, Any]:

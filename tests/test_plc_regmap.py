@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -16,7 +18,7 @@ from pymodbus.client import ModbusTcpClient
 
 from edge_inspector.config import Plc
 from edge_inspector.mark import Action, InspectorState, Mark
-from edge_inspector.plc import regmap
+from edge_inspector.plc import regmap_doc
 from edge_inspector.plc.link import UNIT_KW, PlcLink
 from edge_inspector.plc.outbox import Outbox
 from edge_inspector.plc.regmap import (
@@ -25,12 +27,10 @@ from edge_inspector.plc.regmap import (
     dint_diff,
     from_words,
     loads,
-    render_markdown,
-    render_st_block,
-    st_block_of,
     to_words,
     wrap32,
 )
+from edge_inspector.plc.regmap_doc import render_markdown, render_st_block, st_block_of
 from edge_inspector.plc.softplc import SoftPlc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,14 +89,22 @@ def test_check_names_an_edited_st_address_and_write_restores_it(tmp_path: Path) 
     shutil.copy(ROOT / "docs" / "register-map.md", tmp_path / "docs")
     st = tmp_path / "firmware_io" / ST_PATH.name
     st.write_text(ST_PATH.read_text(encoding="utf-8").replace("REG_LAST_ACK_SEQ : UINT := 1002;", "REG_LAST_ACK_SEQ : UINT := 1003;"))
-    assert regmap.main(["--check", "--root", str(tmp_path)]) == 1
-    problems = regmap.check(tmp_path)
+    assert regmap_doc.main(["--check", "--root", str(tmp_path)]) == 1
+    problems = regmap_doc.check(tmp_path)
     assert len(problems) == 1 and str(st) in problems[0]
     (tmp_path / "docs" / "register-map.md").write_text("old\n")
-    assert len(regmap.check(tmp_path)) == 2
-    assert regmap.main(["--write", "--root", str(tmp_path)]) == 0
-    assert regmap.check(tmp_path) == []
+    assert len(regmap_doc.check(tmp_path)) == 2
+    assert regmap_doc.main(["--write", "--root", str(tmp_path)]) == 0
+    assert regmap_doc.check(tmp_path) == []
     assert "REG_LAST_ACK_SEQ : UINT := 1002;" in st.read_text()
+
+
+def test_the_regenerate_command_keeps_its_name() -> None:
+    """The generated files cite ``python -m edge_inspector.plc.regmap --write``: the generators answer there."""
+    r = subprocess.run([sys.executable, "-m", "edge_inspector.plc.regmap", "--check", "--root", str(ROOT)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    assert regmap_doc.REGENERATE == "python -m edge_inspector.plc.regmap --write"
 
 
 # -- validation --------------------------------------------------------------------------------
