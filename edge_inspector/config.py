@@ -13,11 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .lines import MAX_WIDTH
 
 # allow_inf_nan=False: `line_rate_hz = inf` or `nan` in a station file is an error, not a number.
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-MAX_WIDTH = 65536  # px per line: twice the widest line-scan sensors sold (32K)
 RING_MEMORY_SHARE = 0.5  # the tile ring may take at most this share of the machine's memory
 REQUIRED_SECTIONS = ("camera", "belt")  # a station file must describe these; no silent defaults
 
@@ -377,10 +377,12 @@ def endpoint_problem(endpoint: str) -> str:
 
     if re.fullmatch(r"(ipc|inproc)://.+", endpoint):
         return ""
-    m = re.fullmatch(r"tcp://(\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d+)", endpoint)
+    m = re.fullmatch(r"tcp://(\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d+|\*)", endpoint)
     if not m:
         return (f"{endpoint!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556),"
                 f" ipc://PATH or inproc://NAME")
+    if m.group(2) == "*":  # any free port (ZeroMQ picks one)
+        return ""
     port = int(m.group(2))
     if not 1 <= port <= 65535:
         return f"port {port} in {endpoint!r} is out of range 1-65535"
@@ -396,7 +398,7 @@ def file_problems(st: Station) -> list[str]:
     out: list[str] = []
     mp = st.model.path
     if mp.startswith("builtin:"):
-        from .inference.model import BUILTIN_MODELS
+        from .inference.registry import BUILTIN_MODELS
 
         name = mp.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
@@ -465,8 +467,11 @@ def parse_station(data: dict[str, Any], path: str | Path = "<station>") -> Stati
     return st
 
 
-def load_station(path: str | Path | None) -> Station:
-    """Load and validate a station file; ``None`` gives the built-in defaults."""
+def load_station(path: str | Path | None, *, required: tuple[str, ...] = REQUIRED_SECTIONS) -> Station:
+    """Load and validate a station file; ``None`` gives the built-in defaults.
+
+    ``required``: sections the file must have (a station that runs a line must describe its camera
+    and belt; a file that only selects a model for ``eval-model`` need not)."""
     if path is None:
         return Station()
     p = Path(path)
@@ -476,7 +481,7 @@ def load_station(path: str | Path | None) -> Station:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(p, [f"not valid TOML: {e}"]) from None
-    missing = [s for s in REQUIRED_SECTIONS if s not in data]
+    missing = [s for s in required if s not in data]
     if missing:
         problems = [f"[{s}]: section missing; a station file must describe its {s} (copy [{s}] from"
                     f" configs/stations/template.toml and set it for this line)" for s in missing]

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_WIDTH = 65536
+"""Most pixels per line any source, recording or station may have: twice the widest line-scan
+sensors sold (32K). A larger width in a file header is corruption, not a camera."""
+
 
 @dataclass(slots=True)
 class LineBlock:

@@ -118,3 +118,37 @@ def test_a_model_path_on_the_command_line_is_relative_to_the_current_folder(tmp_
     assert a.model == os.path.join(str(tmp_path), "models", "x.onnx")
     a = build_parser().parse_args(["replay", "r.raw", "--model", "builtin:baseline"])
     assert a.model == "builtin:baseline"
+
+
+def test_zeromq_any_port_endpoint_is_accepted(tmp_path: Path) -> None:
+    st = load_station(write(tmp_path, GOOD + '[events]\nendpoint = "tcp://127.0.0.1:*"\n'))
+    assert st.events.endpoint == "tcp://127.0.0.1:*"
+    bad = write(tmp_path, GOOD + '[events]\nendpoint = "tcp://127.0.0.1:70000"\n', "bad.toml")
+    assert any("out of range" in p for p in problems_of(bad))
+
+
+def test_eval_model_station_needs_only_its_model_section(tmp_path: Path) -> None:
+    f = write(tmp_path, '[model]\npath = "builtin:baseline"\n')
+    assert load_station(f, required=()).model.path == "builtin:baseline"
+    with pytest.raises(ConfigError, match="section missing"):
+        load_station(f)
+
+
+def test_a_recording_header_wider_than_any_camera_is_refused(tmp_path: Path) -> None:
+    from edge_inspector.errors import RecordingError
+    from edge_inspector.recording import open_recording
+
+    dump = tmp_path / "dump.bin"
+    dump.write_bytes(bytes(64))
+    with pytest.raises(RecordingError, match="width") as ei:
+        open_recording(dump, width=2147483647, channels=3, dtype="uint8")
+    assert "65536" in str(ei.value)
+
+
+def test_synth_mono_recording_gets_one_belt_level(tmp_path: Path) -> None:
+    from edge_inspector.synth import SynthConfig, write_recording
+
+    cfg = SynthConfig(hides=1, seed=3, width=512, channels=1, mm_per_px=1.5, mm_per_line=1.5)
+    assert cfg.belt_level == (40.0,) and not cfg.problems()
+    write_recording(tmp_path / "mono.raw", cfg)
+    assert (tmp_path / "mono.raw").stat().st_size > 0

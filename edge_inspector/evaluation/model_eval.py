@@ -90,7 +90,8 @@ def score_image(
 def load_model(model_path: str | None, station_path: str | None) -> Model:
     """The model to evaluate: ``model_path`` (default the station's, else builtin:default) with
     the station's ``[model]`` settings (decoder, providers, thresholds) when a station is given."""
-    station = load_station(station_path) if station_path else None
+    # Only [model] matters here: a station file with no [camera]/[belt] is fine for eval-model.
+    station = load_station(station_path, required=()) if station_path else None
     cfg = station.model if station else ModelCfg()
     if model_path:
         cfg = cfg.model_copy(update={"path": model_path})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecordingError
+from ..lines import MAX_WIDTH
 
 FILE_MAGIC = b"EIRAW\r\n\x1a"
 """First 8 bytes of every .raw recording (PNG-style: catches text-mode and truncating copies)."""
@@ -209,8 +210,8 @@ def _is_num(v: Any) -> bool:
 def _header_problems(h: RecordingHeader) -> list[tuple[str, str]]:
     """(key, what is wrong) for every invalid field, in field order."""
     p: list[tuple[str, str]] = []
-    if not _is_int(h.width) or not 0 < h.width < 2**31:
-        p.append(("width", f"must be a positive integer, got {h.width!r}"))
+    if not _is_int(h.width) or not 0 < h.width <= MAX_WIDTH:
+        p.append(("width", f"must be a positive integer up to {MAX_WIDTH} px, got {h.width!r}"))
     if not _is_int(h.channels) or not 1 <= h.channels <= 4:
         p.append(("channels", f"must be an integer 1..4, got {h.channels!r}"))
     if h.dtype not in _DTYPES:

@@ -8,6 +8,9 @@ RENDER_LINES = 512
 """Lines rendered at a time; chunks are aligned to multiples of this global line index."""
 
 
+RGB_BELT_LEVEL = (38.0, 40.0, 42.0)
+
+
 @dataclass(slots=True)
 class SynthConfig:
     """What to generate.  Sizes in mm are true sizes on the belt.
@@ -34,7 +37,7 @@ class SynthConfig:
     block_lines: int = 512
     defects_per_hide: tuple[int, int] = (3, 12)
     masks: bool = False
-    belt_level: tuple[float, ...] = (38.0, 40.0, 42.0)
+    belt_level: tuple[float, ...] = RGB_BELT_LEVEL
     hide_length_mm: tuple[float, float] = (1600.0, 2600.0)
     hide_width_mm: tuple[float, float] = (1500.0, 2800.0)
     gap_lines: tuple[int, int] = (300, 900)
@@ -42,6 +45,11 @@ class SynthConfig:
     falloff: float = 0.2
     hide_min_contrast: float = 46.0
     created: str = "2000-01-01T00:00:00.000+00:00"
+
+    def __post_init__(self) -> None:
+        # A mono recording gets one belt grey (the mean of the RGB default) unless one is given.
+        if self.channels == 1 and tuple(self.belt_level) == RGB_BELT_LEVEL:
+            self.belt_level = (sum(RGB_BELT_LEVEL) / len(RGB_BELT_LEVEL),)
 
     def problems(self) -> list[str]:
         out = []
