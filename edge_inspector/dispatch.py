@@ -1,11 +1,12 @@
 """Mark dispatch for one run: the planner, the PLC link and (for ``--plc sim``) a soft-PLC.
 
-Replay and the live run use it the same way::
+The inspection run (edge_inspector/run.py) uses it for replay and the live run::
 
-    d = MarkDispatch(station, class_names, out_dir, source_id=..., plc="sim" | "HOST:PORT" | None)
+    d = MarkDispatch(station, class_names, out_dir, source_id=..., plc="sim" | "HOST:PORT" | None, clock=clock)
     d.start()                     # soft-PLC up, link connected (or retrying in the background)
-    run_pipeline(..., hooks=d.hooks)   # and d.on_hide(hide) after grading each hide
+    Pipeline(..., listener=d.planner, clock=clock)   # early events: ink, hide start, uninspected
     d.line_zero(line_now)         # once, as the first lines arrive: line -> encoder offset
+    d.on_hide(hide)               # each complete hide, after grading: hide end, reject
     summary = d.finish()          # drain the outbox, let the belt carry the last marks, stop
 
 Without a PLC the planner still runs: ``marks.jsonl`` in the results folder lists every mark
@@ -23,17 +24,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
-from .assemble import Hooks
 from .config import Station
 from .errors import InputError
 from .hide import Hide
 from .mark import InspectorState
 from .marking import MarkPlanner
+from .stream import LineClock
+
+if TYPE_CHECKING:
+    from .plc.link import PlcLink
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +58,11 @@ def parse_plc_address(text: str, default_port: int = 502) -> tuple[str, int]:
 
 
 class MarkDispatch:
+    """The planner (marks from the run's events) and where its marks go: a PLC link, or only marks.jsonl.
+
+    ``clock`` is the run's line clock (stream.LineClock), for the planner.
+    """
+
     def __init__(
         self,
         station: Station,
@@ -62,20 +71,16 @@ class MarkDispatch:
         *,
         source_id: str,
         plc: str | None = None,
+        clock: LineClock | None = None,
     ) -> None:
         self.st = station
         self.out_dir = Path(out_dir)
         self.plc = plc if plc is not None else (f"{station.plc.host}:{station.plc.port}" if station.plc.host else None)
-        self.link: Any = None
+        self.link: PlcLink | None = None
         self.sim: subprocess.Popen[str] | None = None
         self.sim_address: tuple[str, int] | None = None
         self.planner = MarkPlanner(
-            station, class_names, source_id=source_id, log_path=self.out_dir / MARKS_LOG,
-        )
-        self.hooks = Hooks(
-            on_defects=self.planner.defects,
-            on_hide_start=self.planner.hide_start,
-            on_uninspected=self.planner.uninspected,
+            station, class_names, source_id=source_id, log_path=self.out_dir / MARKS_LOG, clock=clock,
         )
         self._line0_done = False
 
@@ -150,7 +155,6 @@ class MarkDispatch:
 
     def on_hide(self, h: Hide) -> None:
         """After grading: hide end and reject marks."""
-        self.planner.now_line = self.hooks.now_line
         self.planner.hide(h)
 
     def degraded(self, yes: bool) -> None:
