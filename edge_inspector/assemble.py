@@ -22,7 +22,6 @@ import structlog
 from .belt import BeltGeometry, belt_to_hide_mm
 from .config import Station
 from .defect import Defect
-from .detections import Detections
 from .hide import Hide, UninspectedRegion
 from .hide_tracker import HideTracker
 from .stream import (

@@ -185,12 +185,12 @@ class MarkDispatch:
         return out
 
     def _wait_for_belt(self, timeout_s: float) -> None:
-        last = self.planner.last_deadline_mm
-        if last is None:
+        last, link = self.planner.last_deadline_mm, self.link
+        if last is None or link is None:
             return
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
-            pos = self.link.belt_mm()
+            pos = link.belt_mm()
             if pos is not None and pos > last + 50.0:
                 return
             time.sleep(0.05)

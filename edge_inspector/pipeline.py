@@ -127,7 +127,6 @@ def geometry_of(station: Station) -> BeltGeometry:
     return BeltGeometry(station.camera.mm_per_px, station.camera.mm_per_line, station.camera.width, table)
 
 
-
 class Pipeline:
     """The three pipeline threads for one stream of blocks: built once, then ``start``/``stop``/``join``.
 
