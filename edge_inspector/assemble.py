@@ -22,27 +22,13 @@ import structlog
 from .belt import BeltGeometry, belt_to_hide_mm
 from .config import Station
 from .defect import Defect
-from .detections import Detections
 from .hide import Hide, UninspectedRegion
 from .hide_tracker import HideTracker
-from .stitch import LineSamples, Uninspected
+from .stream import (
+    AssemblyCounters, AssemblyListener, AssemblyMessage, LineClock, LineSamples, StripDetections, Uninspected,
+)
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class StripDetections:
-    """Model output for one strip: one Detections per tile column, in tile px."""
-
-    index: int
-    first_line: int
-    valid_lines: int
-    x0s: list[int]
-    detections: list[Detections]
-    lost: list[tuple[int, int]] = field(default_factory=list)
-    t_complete_ns: int = 0
-    t_infer_start_ns: int = 0
-    t_infer_end_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -147,25 +133,14 @@ def _rasterise(leaves: list[_Part], box: np.ndarray) -> tuple[float, np.ndarray]
     return area, hull / scale + [x0, y0]
 
 
-@dataclass(slots=True)
-class Hooks:
-    """Early events for the PLC, before a hide is complete (edge_inspector/marking.py).
-
-    on_defects(defects, now_line): defects that just became final and lie on a hide, at least
-        ``edge_margin_mm`` inside its outline (checked on the presence mask; ``hide_id`` is
-        provisional). ``now_line`` estimates the line under the camera now.
-    on_hide_start(hide_id, first_line, now_line): a hide was confirmed under the camera.
-    on_uninspected(region, now_line): lines that will not be inspected.
-    """
-
-    on_defects: Callable[[list[Defect], float], None] | None = None
-    on_hide_start: Callable[[int, int, float], None] | None = None
-    on_uninspected: Callable[[Uninspected, float], None] | None = None
-    now_line: Callable[[], float] | None = None  # set by the Assembler: its line clock
-
-
 class Assembler:
-    """Consumes messages in line order; calls ``on_hide`` for each finished Hide."""
+    """Consumes messages in line order; calls ``on_hide`` for each finished Hide.
+
+    ``listener`` (stream.AssemblyListener, e.g. the mark planner) hears of final defects, hide
+    starts and uninspected stretches early, before their hide is complete. ``clock`` is the run's
+    line clock: the assembler advances it with each strip and passes its reading with each event.
+    ``counters`` (stream.AssemblyCounters) are read by the probe.
+    """
 
     def __init__(
         self,
@@ -175,8 +150,8 @@ class Assembler:
         on_hide: Callable[[Hide], None],
         on_defect: Callable[[Defect], None] | None = None,
         sample_step: int | None = None,
-        hooks: Hooks | None = None,
-        line_rate_hz: float | None = None,
+        listener: AssemblyListener | None = None,
+        clock: LineClock | None = None,
     ) -> None:
         self.st = station
         self.geo = geometry
@@ -191,44 +166,41 @@ class Assembler:
         self.final: list[Defect] = []  # defects waiting for their hide to finish
         self.uninspected: list[Uninspected] = []
         self.hides_waiting: list[Hide] = []
-        self.done_line = -1  # every line below this has been through the model
         self._next_defect = 1
-        self.off_hide = 0  # defects outside any hide (belt dirt, edge effects), dropped
-        self.suppressed_lost = 0
-        self.suppressed_edge = 0  # defects within hide_detection.edge_margin_mm of the hide outline
-        self.defects_by_class: dict[str, int] = {}
-        self.hides_done = 0
-        self.latencies_ns: list[int] = []  # strip complete -> assembled
-        self.hooks = hooks or Hooks()
-        self.hooks.now_line = self.now_line
-        self.line_rate_hz = line_rate_hz or station.camera.line_rate_hz
-        self._clock = (0, 0)  # (last line of the latest strip, monotonic ns when it was complete)
+        self.counters = AssemblyCounters()
+        self.listener = listener
+        self.clock = clock if clock is not None else LineClock(station.camera.line_rate_hz)
         self._started_hide: int | None = None
         margin_mm = station.hide_detection.edge_margin_mm
         self._margin_px = margin_mm / min(station.camera.mm_per_px, station.camera.mm_per_line)
 
-    def now_line(self) -> float:
-        """Estimate of the line under the camera now: the latest strip's end plus elapsed time."""
-        end, t_ns = self._clock
-        if not t_ns:
-            return float(end)
-        return end + max(0, time.monotonic_ns() - t_ns) / 1e9 * self.line_rate_hz
+    @property
+    def off_hide(self) -> int:
+        return self.counters.off_hide
+
+    @property
+    def suppressed_lost(self) -> int:
+        return self.counters.suppressed_lost
+
+    @property
+    def suppressed_edge(self) -> int:
+        return self.counters.suppressed_edge
 
     # -- message entry points --------------------------------------------------------------
-    def handle(self, msg: object) -> None:
+    def handle(self, msg: AssemblyMessage) -> None:
         if isinstance(msg, LineSamples):
             self.tracker.push(msg)
             first = self.tracker.open_hide_first_line
             if first is not None and self._started_hide != self.tracker.open_hide_id:
                 self._started_hide = self.tracker.open_hide_id
-                if self.hooks.on_hide_start is not None:
-                    self.hooks.on_hide_start(self._started_hide, first, self.now_line())
+                if self.listener is not None:
+                    self.listener.hide_start(self._started_hide, first, self.clock.now())
             self._release_hides()
         elif isinstance(msg, Uninspected):
             self.uninspected.append(msg)
             log.warning("uninspected", first_line=msg.first_line, end_line=msg.end_line, reason=msg.reason)
-            if self.hooks.on_uninspected is not None:
-                self.hooks.on_uninspected(msg, self.now_line())
+            if self.listener is not None:
+                self.listener.uninspected(msg, self.clock.now())
         elif isinstance(msg, StripDetections):
             self._strip(msg)
         else:
@@ -239,7 +211,7 @@ class Assembler:
         self.tracker.finish(self.step)
         self._finalise(self.pending)
         self.pending = []
-        self.done_line = 1 << 62
+        self.counters.done_line = 1 << 62
         self._release_hides()
 
     # -- strips -----------------------------------------------------------------------------
@@ -255,7 +227,7 @@ class Assembler:
                 box = d.xyxy[i]
                 cy = 0.5 * (box[1] + box[3])
                 if any(a <= cy < b for a, b in lost):
-                    self.suppressed_lost += 1
+                    self.counters.suppressed_lost += 1
                     continue
                 poly = d.polygons[i] if d.polygons is not None else None
                 parts.append(
@@ -267,13 +239,14 @@ class Assembler:
         reach = next_start - self.st.merge.touch_px
         done = [p for p in merged if p.box[3] < reach]
         self.pending = [p for p in merged if p.box[3] >= reach]
-        self.done_line = max(self.done_line, sd.first_line + min(sd.valid_lines, self.grid_step))
+        n = self.counters
+        n.done_line = max(n.done_line, sd.first_line + min(sd.valid_lines, self.grid_step))
         if sd.t_complete_ns:
-            self._clock = (sd.first_line + sd.valid_lines, sd.t_complete_ns)
+            self.clock.advance(sd.first_line + sd.valid_lines, sd.t_complete_ns)
         self._finalise(done)
         self._release_hides()
         if sd.t_complete_ns:
-            self.latencies_ns.append(time.monotonic_ns() - sd.t_complete_ns)
+            n.latencies_ns.append(time.monotonic_ns() - sd.t_complete_ns)
 
     def _finalise(self, parts: list[_Part]) -> None:
         to_mark: list[Defect] = []
@@ -303,14 +276,14 @@ class Assembler:
             d.outline_belt_mm = self.geo.px_to_belt_mm(d.outline_px)
             d.area_mm2 = area * self.geo.mm2_per_px()
             self.final.append(d)
-            if self.hooks.on_defects is not None:
+            if self.listener is not None:
                 cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
                 hid, interior = self.tracker.locate(cy, cx, self._margin_px)
                 if hid is not None and interior:
                     d.hide_id = hid
                     to_mark.append(d)
-        if to_mark and self.hooks.on_defects is not None:
-            self.hooks.on_defects(to_mark, self.now_line())
+        if to_mark and self.listener is not None:
+            self.listener.defects(to_mark, self.clock.now())
 
     # -- hides ------------------------------------------------------------------------------
     def _release_hides(self) -> None:
@@ -321,19 +294,19 @@ class Assembler:
         pending_top = min((p.box[1] for p in self.pending), default=float("inf"))
         while self.hides_waiting:
             h = self.hides_waiting[0]
-            if self.done_line <= h.last_line or pending_top <= h.last_line:
+            if self.counters.done_line <= h.last_line or pending_top <= h.last_line:
                 break
             self.hides_waiting.pop(0)
             self._complete_hide(h)
         # Defects that lie before the next hide (or any hide) can never be assigned: drop them.
         horizon = self.hides_waiting[0].first_line if self.hides_waiting else self.tracker.open_hide_first_line
         if horizon is None:
-            horizon = self.done_line - self.st.hide_detection.gap_lines - self.st.tiling.tile
+            horizon = self.counters.done_line - self.st.hide_detection.gap_lines - self.st.tiling.tile
         keep: list[Defect] = []
         for d in self.final:
             cy = 0.5 * (d.bbox_px[1] + d.bbox_px[3])
             if cy < horizon:
-                self.off_hide += 1
+                self.counters.off_hide += 1
             else:
                 keep.append(d)
         self.final = keep
@@ -351,12 +324,12 @@ class Assembler:
             for d in mine:
                 dist = cv2.pointPolygonTest(contour, tuple(float(v) for v in d.center_belt_mm), True)
                 if dist < margin:  # negative: outside the outline
-                    self.suppressed_edge += 1
+                    self.counters.suppressed_edge += 1
                 else:
                     keep.append(d)
             mine = keep
         # defects between the previous hide and this one were off hide
-        self.off_hide += sum(1 for d in rest if 0.5 * (d.bbox_px[1] + d.bbox_px[3]) < h.first_line)
+        self.counters.off_hide += sum(1 for d in rest if 0.5 * (d.bbox_px[1] + d.bbox_px[3]) < h.first_line)
         self.final = [d for d in rest if 0.5 * (d.bbox_px[1] + d.bbox_px[3]) > h.last_line]
         for d in sorted(mine, key=lambda d: (d.bbox_px[1], d.bbox_px[0])):
             d.hide_id = h.hide_id
@@ -365,7 +338,8 @@ class Assembler:
             hb = belt_to_hide_mm(np.array(d.bbox_belt_mm).reshape(2, 2), h.origin_belt_mm)
             d.bbox_hide_mm = (float(hb[0, 0]), float(hb[0, 1]), float(hb[1, 0]), float(hb[1, 1]))
             d.outline_hide_mm = belt_to_hide_mm(d.outline_belt_mm, h.origin_belt_mm)
-            self.defects_by_class[d.class_name] = self.defects_by_class.get(d.class_name, 0) + 1
+            by_class = self.counters.defects_by_class
+            by_class[d.class_name] = by_class.get(d.class_name, 0) + 1
             if self.on_defect is not None:
                 self.on_defect(d)
         h.defects = sorted(mine, key=lambda d: d.defect_id)
@@ -380,5 +354,5 @@ class Assembler:
                 )
         h.inspected_fraction = max(0.0, 1.0 - lost_lines / max(1, h.n_lines))
         self.uninspected = [u for u in self.uninspected if u.end_line > h.last_line]
-        self.hides_done += 1
+        self.counters.hides += 1
         self.on_hide(h)

@@ -1,4 +1,4 @@
-"""``edge-inspector bench``: the figures of ARCHITECTURE.md section 9, as JSON.
+"""``edge-inspector bench``: the throughput figures of docs/architecture.md, as JSON.
 
 The source is a pool of synthetic 8K lines held in memory and replayed with rising line
 indices, so the figure measures the pipeline (stitching into the tile ring, hide tracking,
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .config import Station
 from .lines import LineBlock
-from .pipeline import run_pipeline
+from .pipeline import RunStats, TileModel
+from .run import InspectionRun
 
 
 def line_pool(station: Station, n_lines: int, seed: int = 3) -> np.ndarray:
@@ -49,6 +50,13 @@ def cycled(pool: np.ndarray, total: int, block: int) -> Iterator[LineBlock]:
             k = n - start
         yield LineBlock(pool[start : start + k], first_line=line, encoder=line, timestamp_ns=0)
         line += k
+
+
+def measured_run(station: Station, model: TileModel | None, blocks: Iterable[LineBlock]) -> RunStats:
+    """An inspection run without results or marks: the pipeline's figures."""
+    with InspectionRun(station, model) as run:
+        run.start(blocks)
+        return run.join()
 
 
 def bench(station: Station, *, lines: int, no_model: bool, model_path: str | None = None,
@@ -92,8 +100,8 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
             out["model_only_tiles_per_s"] = round(reps * n_cols / dt, 2)
         out["model"] = str(model.path)
     # warm-up run (numba JIT, caches), then the measured run
-    run_pipeline(cycled(pool, min(lines, 4 * station.tiling.tile), block), station, model, lambda h: None)
-    stats = run_pipeline(cycled(pool, lines, block), station, model, lambda h: None)
+    measured_run(station, model, cycled(pool, min(lines, 4 * station.tiling.tile), block))
+    stats = measured_run(station, model, cycled(pool, lines, block))
     d = stats.as_dict()
     out.update({k: d[k] for k in (
         "lines", "tiles", "wall_s", "cpu_s", "lines_per_s", "tiles_per_s", "stitch_lines_per_s",

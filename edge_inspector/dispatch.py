@@ -1,11 +1,12 @@
 """Mark dispatch for one run: the planner, the PLC link and (for ``--plc sim``) a soft-PLC.
 
-Replay and the live run use it the same way::
+The inspection run (edge_inspector/run.py) uses it for replay and the live run::
 
-    d = MarkDispatch(station, class_names, out_dir, source_id=..., plc="sim" | "HOST:PORT" | None)
+    d = MarkDispatch(station, class_names, out_dir, source_id=..., plc="sim" | "HOST:PORT" | None, clock=clock)
     d.start()                     # soft-PLC up, link connected (or retrying in the background)
-    run_pipeline(..., hooks=d.hooks)   # and d.on_hide(hide) after grading each hide
+    Pipeline(..., listener=d.planner, clock=clock)   # early events: ink, hide start, uninspected
     d.line_zero(line_now)         # once, as the first lines arrive: line -> encoder offset
+    d.on_hide(hide)               # each complete hide, after grading: hide end, reject
     summary = d.finish()          # drain the outbox, let the belt carry the last marks, stop
 
 Without a PLC the planner still runs: ``marks.jsonl`` in the results folder lists every mark
@@ -19,25 +20,30 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
-from .assemble import Hooks
 from .config import Station
 from .hide import Hide
 from .mark import InspectorState
 from .marking import MarkPlanner
 from .plc.launch import SoftPlcProcess, parse_plc_address, plc_target
+from .runfiles import MARKS_LOG, PLC_LOG, PLC_STATE, SIM_OUTBOX
+from .stream import LineClock
+
+if TYPE_CHECKING:
+    from .plc.link import PlcLink
 
 log = structlog.get_logger(__name__)
 
-MARKS_LOG = "marks.jsonl"
-PLC_LOG = "plc.jsonl"
-
-
 class MarkDispatch:
+    """The planner (marks from the run's events) and where its marks go: a PLC link, or only marks.jsonl.
+
+    ``clock`` is the run's line clock (stream.LineClock), for the planner.
+    """
+
     def __init__(
         self,
         station: Station,
@@ -46,20 +52,16 @@ class MarkDispatch:
         *,
         source_id: str,
         plc: str | None = None,
+        clock: LineClock | None = None,
     ) -> None:
         self.st = station
         self.out_dir = Path(out_dir)
         self.plc = plc_target(plc, station.plc)
-        self.link: Any = None
+        self.link: PlcLink | None = None
         self.sim: SoftPlcProcess | None = None
         self.sim_address: tuple[str, int] | None = None
         self.planner = MarkPlanner(
-            station, class_names, source_id=source_id, log_path=self.out_dir / MARKS_LOG,
-        )
-        self.hooks = Hooks(
-            on_defects=self.planner.defects,
-            on_hide_start=self.planner.hide_start,
-            on_uninspected=self.planner.uninspected,
+            station, class_names, source_id=source_id, log_path=self.out_dir / MARKS_LOG, clock=clock,
         )
         self._line0_done = False
 
@@ -73,7 +75,7 @@ class MarkDispatch:
 
         if self.plc == "sim":
             host, port = self._start_sim()
-            outbox_path = self.out_dir / "plc-sim-outbox.sqlite"
+            outbox_path = self.out_dir / SIM_OUTBOX
             for suffix in ("", "-wal", "-shm"):  # a fresh soft-PLC knows nothing of older marks
                 Path(f"{outbox_path}{suffix}").unlink(missing_ok=True)
         else:
@@ -92,10 +94,10 @@ class MarkDispatch:
         self.planner.belt_now_mm = self.link.belt_mm
 
     def _start_sim(self) -> tuple[str, int]:
-        for name in (PLC_LOG, "plc-state.json"):
+        for name in (PLC_LOG, PLC_STATE):
             (self.out_dir / name).unlink(missing_ok=True)
         self.sim = SoftPlcProcess.for_station(
-            self.st, log_path=self.out_dir / PLC_LOG, state_path=self.out_dir / "plc-state.json",
+            self.st, log_path=self.out_dir / PLC_LOG, state_path=self.out_dir / PLC_STATE,
         )
         self.sim_address = self.sim.address
         log.info("soft-plc", address=self.sim.where)
@@ -122,7 +124,6 @@ class MarkDispatch:
 
     def on_hide(self, h: Hide) -> None:
         """After grading: hide end and reject marks."""
-        self.planner.now_line = self.hooks.now_line
         self.planner.hide(h)
 
     def degraded(self, yes: bool) -> None:
@@ -153,12 +154,12 @@ class MarkDispatch:
         return out
 
     def _wait_for_belt(self, timeout_s: float) -> None:
-        last = self.planner.last_deadline_mm
-        if last is None:
+        last, link = self.planner.last_deadline_mm, self.link
+        if last is None or link is None:
             return
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end:
-            pos = self.link.belt_mm()
+            pos = link.belt_mm()
             if pos is not None and pos > last + 50.0:
                 return
             time.sleep(0.05)

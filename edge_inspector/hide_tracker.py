@@ -21,7 +21,7 @@ import numpy as np
 from .belt import BeltGeometry, belt_to_hide_mm
 from .config import HideDetection
 from .hide import Hide
-from .stitch import LineSamples
+from .stream import LineSamples
 
 
 @numba.njit(nogil=True, cache=True)

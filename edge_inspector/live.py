@@ -1,7 +1,7 @@
-"""The live station: ``edge-inspector run --station FILE`` (ARCHITECTURE.md section 8).
+"""The live station: ``edge-inspector run --station FILE`` (docs/architecture.md).
 
-Camera (GenICamSource) -> run_pipeline(live=True) -> graded hides in the results folder,
-built like ``replay()``. A stop (SIGTERM, Ctrl-C, ``seconds``) ends the camera stream; the
+Camera (GenICamSource) -> InspectionRun(live=True) (edge_inspector/run.py) -> graded hides in the
+results folder and marks, built like ``replay()``. A stop (SIGTERM, Ctrl-C, ``seconds``) ends the camera stream; the
 pipeline then drains: strips in flight are inspected, open hides are finished and written, and
 summary.json closes the run. A camera that does not come back after its reconnect attempts ends
 the run the same way, and ``run_live`` raises its CameraError after the summary is written.
@@ -23,16 +23,12 @@ import structlog
 from .camera import CameraError, GenICamSource
 from .config import Station
 from .errors import InputError
-from .hide import Hide
 from .lines import LineBlock
-from .pipeline import RunStats, run_pipeline
+from .pipeline import RunStats
 from .probe import Probe
-from .store import ResultsWriter, hide_handler, run_summary
+from .run import HideSubscriber, InspectionRun, Publish
 
 log = structlog.get_logger(__name__)
-
-HideCallback = Callable[[Hide], None]
-Publish = Callable[[str, dict[str, Any]], None]  # (topic, data): see edge_inspector/events.py
 
 
 def run_live(
@@ -43,7 +39,7 @@ def run_live(
     model_path: str | None = None,
     stop: threading.Event | None = None,
     on_ready: Callable[[GenICamSource], None] | None = None,
-    hide_callbacks: Sequence[HideCallback] = (),
+    hide_callbacks: Sequence[HideSubscriber] = (),
     plc: str | None = None,
     probe: Probe | None = None,
     publish: Publish | None = None,
@@ -55,9 +51,9 @@ def run_live(
     they are always planned and logged to marks.jsonl (edge_inspector/dispatch.py).
     ``probe`` gives other threads a live view of the pipeline (metrics, watchdog);
     ``publish(topic, data)`` receives every finished hide ("hide"), its defects ("defect") and
-    every mark handed to the PLC ("mark") (edge_inspector/events.py).
+    every mark handed to the PLC ("mark") (edge_inspector/events.py). ``hide_callbacks`` receive
+    each graded hide after the results, the marks and the events (edge_inspector/run.py).
     """
-    from .dispatch import MarkDispatch
     from .inference import Model
 
     if seconds is not None and seconds <= 0:
@@ -68,59 +64,42 @@ def run_live(
         camera = source.device.as_dict()
         run_info = {"command": "run", "camera": camera, "camera_settings": source.applied, "model": str(model.path),
                     "provider": model.provider, "station": station.model_dump(mode="json")}
-        dispatch = MarkDispatch(
-            station, list(model.class_names), out_dir, plc=plc,
+        failure: list[CameraError] = []
+        with InspectionRun(
+            station, model, out_dir, run_info=run_info, plc=plc, live=True, subscribers=hide_callbacks,
+            publish=publish, probe=probe,
             source_id=f"camera-{camera['serial'] or camera.get('id', '-')}@{time.strftime('%Y%m%dT%H%M%S')}",
-        )
-        if probe is not None:
-            probe.dispatch = dispatch
-        with ResultsWriter.for_station(out_dir, station, run_info) as writer:
-            failure: list[CameraError] = []
+        ) as run:
             timer = stop_after(seconds, stop)
             try:
-                dispatch.start()
+                run.start(_first_line_to(run, _until_camera_fails(source, failure)))
                 if on_ready is not None:
                     on_ready(source)
                 if timer is not None:
                     timer.start()
-                extra = [*hide_callbacks, dispatch.on_hide]
-                if publish is not None:
-                    extra.append(lambda h: publish_hide(publish, h))
-                    dispatch.planner.on_marks.append(lambda ms: [publish("mark", m.to_json()) for m in ms])
-                stats = run_pipeline(
-                    _first_line_to(dispatch, _until_camera_fails(source, failure)), station, model,
-                    hide_handler(station.grading, writer, extra), live=True, hooks=dispatch.hooks, probe=probe,
-                )
+                stats = run.join()
+            except BaseException:
+                stop.set()  # the camera ends its stream; the run drains as it closes
+                raise
             finally:
                 if timer is not None:
                     timer.cancel()
-                marks = dispatch.finish()
-            summary = {
+            summary = run.finish({
                 "recording": f"camera {camera['vendor']} {camera['model']} serial {camera['serial'] or '-'}",
                 "camera": camera,
                 "camera_settings": source.applied,
                 "acquisition": source.stats.as_dict(),
                 "camera_error": str(failure[0]) if failure else None,
-                **run_summary(model, station, writer, stats, marks),
-            }
-            writer.finish(summary)
+            })
     if failure:
         raise failure[0]
     return stats, summary
 
 
-def publish_hide(publish: Publish, h: Hide) -> None:
-    """A finished hide as events: each defect ("defect"), then the hide without its defect list ("hide")."""
-    rec = h.to_json()
-    for d in rec.pop("defects"):
-        publish("defect", d)
-    publish("hide", rec)
-
-
-def _first_line_to(dispatch: Any, blocks: Iterator[LineBlock]) -> Iterator[LineBlock]:
-    """Tell the dispatch which line is under the camera when the first block arrives."""
+def _first_line_to(run: InspectionRun, blocks: Iterator[LineBlock]) -> Iterator[LineBlock]:
+    """Tell the run which line is under the camera when the first block arrives."""
     for b in blocks:
-        dispatch.line_zero(b.end_line)
+        run.line_zero(b.end_line)
         yield b
 
 

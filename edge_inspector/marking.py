@@ -1,6 +1,6 @@
 """Mark planning: from defects, hides and uninspected stretches to PLC marks.
 
-Rules (station ``[marking]``, ARCHITECTURE.md sections 4 and 7):
+Rules (station ``[marking]``, docs/architecture.md):
 
 - **Ink marks** are planned the moment a defect is final (one strip after the camera saw it),
   not when its hide is complete, so the mark reaches the PLC before the defect reaches the
@@ -38,7 +38,7 @@ from .defect import Defect
 from .grading import defect_area_share
 from .hide import Hide
 from .mark import Action, Mark
-from .stitch import Uninspected
+from .stream import LineClock, Uninspected
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +48,14 @@ MarkSink = Callable[[list[Mark]], list[Mark]]  # persists/sends; returns the acc
 class MarkPlanner:
     """Turns assembler events into marks, hands them to ``sink`` and logs them to ``log_path``.
 
+    It is the assembler's listener (stream.AssemblyListener: ``defects``, ``hide_start``,
+    ``uninspected``); the run hands it each complete, graded hide (``hide``).
+
     ``class_ids`` maps class names to the model's class indices. ``source_id`` identifies the
     line source (recording path, camera serial + start time) and makes every mark's idempotency
     key unique to it. ``belt_now_mm`` gives the encoder position now when a PLC reports one;
-    otherwise the planner uses the line clock passed with each event.
+    otherwise the planner uses the line clock: its reading passed with each event, and ``clock``
+    (the run's stream.LineClock) for complete hides.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class MarkPlanner:
         log_path: Path | None = None,
         belt_offset_mm: float = 0.0,
         belt_now_mm: Callable[[], float | None] | None = None,
+        clock: LineClock | None = None,
     ) -> None:
         self.st = station
         self.cfg = station.marking
@@ -73,7 +78,7 @@ class MarkPlanner:
         self.belt_offset_mm = belt_offset_mm
         self.belt_now_mm = belt_now_mm
         self.mm_per_line = station.camera.mm_per_line
-        self.now_line: Callable[[], float] | None = None
+        self.clock = clock
         self.on_marks: list[Callable[[list[Mark]], None]] = []  # e.g. the event publisher
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)  # ink marks (along, across), line frame
         self.log_path = log_path
@@ -86,7 +91,7 @@ class MarkPlanner:
         self.duplicates = 0  # marks the sink already had (same key)
         self.line_to_mark_ms: list[float] = []  # camera line of the defect's end -> ink mark planned
 
-    # -- events from the assembler (hooks) ------------------------------------------------
+    # -- events from the assembler (stream.AssemblyListener) --------------------------------
     def defects(self, found: list[Defect], now_line: float) -> None:
         """Ink marks for defects that just became final."""
         if not self.cfg.enabled:
@@ -139,7 +144,7 @@ class MarkPlanner:
         """A complete, graded hide: its end and, by the reject rules, a reject."""
         if not self.cfg.enabled:
             return
-        now_line = self.now_line() if self.now_line is not None else (h.last_line + 1)
+        now_line = self.clock.now() if self.clock is not None else (h.last_line + 1)
         marks = []
         if self.cfg.hide_events:
             marks.append(self._mark(Action.HIDE_END, (h.last_line + 1) * self.mm_per_line, 0.0, now_line,

@@ -1,17 +1,20 @@
-"""The station pipeline: source -> stitcher -> inference -> assembler -> results.
+"""The station pipeline: source -> stitcher -> inference -> assembler, as three threads.
 
-Threads and queues (ARCHITECTURE.md section 1):
+Threads and queues (docs/architecture.md):
 
-    [source + stitcher thread] --q_tiles--> [inference thread] --q_dets--> [assembler: caller]
+    [source + stitcher thread] --q_tiles--> [inference thread] --q_dets--> [assembler thread] -> on_hide
 
 The stitcher writes tiles into a ring of preallocated strip slots; only slot numbers and small
 messages travel through the queues. Inference releases a slot as soon as the model has read
 it. The queues are bounded; the ring bounds the pixels in flight. In replay (``live=False``)
-the stitcher waits for a free slot (lossless); live it drops strips and reports them.
+the stitcher waits for a free slot (lossless); live it drops strips and reports them. The
+messages are those of edge_inspector/stream.py; each stage counts into its own counters, which
+the probe reads. Grading, results and marks are the inspection run's (edge_inspector/run.py).
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import resource
 import threading
@@ -23,14 +26,15 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from .assemble import Assembler, Hooks, StripDetections
+from .assemble import Assembler
 from .belt import BeltGeometry
 from .config import Station
 from .detections import Detections
 from .hide import Hide
 from .lines import LineBlock
 from .probe import Probe
-from .stitch import Stitcher, Strip, TileRing
+from .stitch import Stitcher, TileRing
+from .stream import AssemblyListener, InferenceCounters, LineClock, Strip, StripDetections
 from .tile import TileGrid
 
 log = structlog.get_logger(__name__)
@@ -123,6 +127,205 @@ def geometry_of(station: Station) -> BeltGeometry:
     return BeltGeometry(station.camera.mm_per_px, station.camera.mm_per_line, station.camera.width, table)
 
 
+class Pipeline:
+    """The three pipeline threads for one stream of blocks: built once, then ``start``/``stop``/``join``.
+
+    ``on_hide`` receives every finished Hide, in the assembler thread. ``model=None`` runs the
+    pipeline without inference (every strip has no detections): the figure for ``bench
+    --no-model``. ``listener`` (stream.AssemblyListener, e.g. the mark planner) hears of final
+    defects, hide starts and uninspected stretches early, in the assembler thread; ``clock`` is
+    the run's line clock, advanced by the assembler. ``probe`` gets the stages' counters and
+    queues, for live metrics and the watchdog (edge_inspector/probe.py).
+    """
+
+    def __init__(
+        self,
+        station: Station,
+        model: TileModel | None,
+        on_hide: Callable[[Hide], None],
+        *,
+        live: bool = False,
+        progress: Callable[[int], None] | None = None,
+        class_names: list[str] | None = None,
+        listener: AssemblyListener | None = None,
+        clock: LineClock | None = None,
+        probe: Probe | None = None,
+    ) -> None:
+        self._abort = threading.Event()  # a stage failed: every thread ends without the drain
+        self._end = threading.Event()  # stop(): the source ends, the rest drains
+        cam, tl = station.camera, station.tiling
+        dtype = np.dtype(cam.dtype)
+        grid = TileGrid(cam.width, tl.tile, tl.overlap)
+        self.model = model
+        self.batch = station.model.batch
+        self.progress = progress
+        self.ring = TileRing(tl.ring_slots, len(grid.x0s), tl.tile, cam.channels, dtype)
+        self.q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)
+        self.q_dets: queue.Queue[object] = queue.Queue(maxsize=256)
+        names = class_names or (model.class_names if model is not None else [])
+        self.assembler = Assembler(station, geometry_of(station), list(names), on_hide, listener=listener, clock=clock)
+        self.stitcher = Stitcher(
+            grid, cam.channels, dtype, self.ring, lambda m: self._put(self.q_tiles, m), live=live,
+            sample_step=station.hide_detection.subsample, flat_field=load_flat_field(station), stop=self._abort,
+        )
+        self.inference = InferenceCounters()
+        self.stats = RunStats(provider=model.provider if model is not None else "none")
+        self.probe = probe if probe is not None else Probe()
+        self.probe.attach(self.stitcher.counters, self.inference, self.assembler.counters, self.ring,
+                          self.q_tiles, self.q_dets, self.stats.provider)
+        self._errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._assembler_thread: threading.Thread | None = None
+        self._t0 = (0.0, 0.0)  # perf_counter and process_time at start
+
+    # -- control ------------------------------------------------------------------------------
+    def start(self, blocks: Iterable[LineBlock]) -> None:
+        """Start the threads; the source thread pulls ``blocks`` until they end or ``stop()``."""
+        if self._assembler_thread is not None:
+            raise RuntimeError("Pipeline.start called twice")
+        self.probe.running = True
+        self._t0 = (time.perf_counter(), time.process_time())
+        self._threads = [
+            threading.Thread(target=self._source, args=(blocks,), name="ei-source", daemon=True),
+            threading.Thread(target=self._infer, name="ei-infer", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        ctx = contextvars.copy_context()  # the caller's bound log fields go with the assembler
+        self._assembler_thread = threading.Thread(target=ctx.run, args=(self._assemble,), name="ei-assemble",
+                                                  daemon=True)
+        self._assembler_thread.start()
+
+    def stop(self) -> None:
+        """End the source after the block in hand; strips in flight are still inspected and open hides
+        finished (the drain). A source that blocks waiting for lines (a camera) needs its own stop."""
+        self._end.set()
+
+    def join(self) -> RunStats:
+        """Wait for the drain to end; the run's figures. An error of any stage is raised here."""
+        t = self._assembler_thread
+        if t is None:
+            raise RuntimeError("Pipeline.join before start")
+        try:
+            while t.is_alive():
+                t.join(0.2)
+        except BaseException as e:  # Ctrl-C while waiting: stop without the drain
+            self._errors.append(e)
+            self._abort.set()
+            t.join(timeout=10)
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    # -- threads ------------------------------------------------------------------------------
+    def _put(self, q: queue.Queue[object], item: object) -> None:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _source(self, blocks: Iterable[LineBlock]) -> None:
+        abort, stitcher = self._abort, self.stitcher
+        busy = 0.0
+        try:
+            it = iter(blocks)
+            while not abort.is_set() and not self._end.is_set():
+                try:
+                    blk = next(it)
+                except StopIteration:
+                    break
+                t0 = time.perf_counter()
+                stitcher.push(blk)
+                busy += time.perf_counter() - t0
+                if self.progress is not None:
+                    self.progress(blk.end_line)
+            t0 = time.perf_counter()
+            stitcher.flush()
+            busy += time.perf_counter() - t0
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self._errors.append(e)
+            abort.set()
+        finally:
+            self.stats.stitch_s = max(0.0, busy - self.ring.wait_s)  # work only, not waiting for slots
+            self._put(self.q_tiles, _END)
+
+    def _infer(self) -> None:
+        model, n = self.model, self.inference
+        try:
+            while True:
+                msg = self.q_tiles.get()
+                if msg is _END:
+                    break
+                if isinstance(msg, Strip):
+                    t0 = time.monotonic_ns()
+                    if model is None:
+                        dets = [Detections.empty() for _ in msg.x0s]
+                    else:
+                        step = self.batch or msg.pixels.shape[0]
+                        dets = []
+                        for i in range(0, msg.pixels.shape[0], step):
+                            dets.extend(model.infer(msg.pixels[i : i + step]))
+                    t1 = time.monotonic_ns()
+                    self.ring.release(msg.slot)
+                    n.ms_last = (t1 - t0) / 1e6
+                    n.ms.append(n.ms_last)
+                    n.last_ns = t1
+                    n.strips += 1
+                    msg = StripDetections(
+                        msg.index, msg.first_line, msg.valid_lines, msg.x0s, dets, msg.lost,
+                        msg.t_complete_ns, t0, t1,
+                    )
+                self._put(self.q_dets, msg)
+        except BaseException as e:  # noqa: BLE001
+            self._errors.append(e)
+            self._abort.set()
+        finally:
+            self._put(self.q_dets, _END)
+
+    def _assemble(self) -> None:
+        asm, errors = self.assembler, self._errors
+        try:
+            while not errors:
+                try:
+                    msg = self.q_dets.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if msg is _END:
+                    break
+                asm.handle(msg)  # type: ignore[arg-type]  # the queue holds stream messages and _END
+            if not errors:
+                asm.finish()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            if errors:
+                self._abort.set()
+            for t in self._threads:
+                t.join(timeout=10)
+            self.probe.running = False
+            self._fill_stats()
+
+    def _fill_stats(self) -> None:
+        stats, s, a = self.stats, self.stitcher.counters, self.assembler.counters
+        stats.wall_s = time.perf_counter() - self._t0[0]
+        stats.cpu_s = time.process_time() - self._t0[1]
+        stats.lines = s.lines_in
+        stats.lines_lost = s.lines_lost
+        stats.strips = s.strips_out
+        stats.strips_dropped = s.strips_dropped
+        stats.tiles = s.tiles_out
+        stats.hides = a.hides
+        stats.defects_by_class = dict(a.defects_by_class)
+        stats.defects_off_hide = a.off_hide
+        stats.detections_in_lost_lines = a.suppressed_lost
+        stats.defects_at_hide_edge = a.suppressed_edge
+        stats.infer_ms = list(self.inference.ms)
+        stats.latency_ms = [v / 1e6 for v in a.latencies_ns]
+        stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def run_pipeline(
     blocks: Iterable[LineBlock],
     station: Station,
@@ -132,150 +335,9 @@ def run_pipeline(
     live: bool = False,
     progress: Callable[[int], None] | None = None,
     class_names: list[str] | None = None,
-    stop: threading.Event | None = None,
-    hooks: Hooks | None = None,
     probe: Probe | None = None,
 ) -> RunStats:
-    """Run blocks through the whole pipeline; ``on_hide`` receives every finished Hide.
-
-    ``model=None`` runs the pipeline without inference (every strip has no detections):
-    the figure for ``bench --no-model``. ``hooks`` receive early events for marking
-    (final defects, hide starts, uninspected stretches) in the caller's thread. ``probe`` is
-    filled in with the stages, for live metrics and the watchdog (edge_inspector/probe.py).
-    """
-    stop = stop or threading.Event()
-    cam, tl = station.camera, station.tiling
-    dtype = np.dtype(cam.dtype)
-    grid = TileGrid(cam.width, tl.tile, tl.overlap)
-    ring = TileRing(tl.ring_slots, len(grid.x0s), tl.tile, cam.channels, dtype)
-    q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)
-    q_dets: queue.Queue[object] = queue.Queue(maxsize=256)
-    errors: list[BaseException] = []
-    stats = RunStats(provider=model.provider if model is not None else "none")
-    geo = geometry_of(station)
-    names = class_names or (model.class_names if model is not None else [])
-    asm = Assembler(station, geo, list(names), on_hide, hooks=hooks)
-    stitcher = Stitcher(
-        grid, cam.channels, dtype, ring, q_tiles.put, live=live,
-        sample_step=station.hide_detection.subsample, flat_field=load_flat_field(station), stop=stop,
-    )
-    batch = station.model.batch
-    probe = probe if probe is not None else Probe()
-    probe.stitcher, probe.ring, probe.q_tiles, probe.q_dets, probe.assembler = stitcher, ring, q_tiles, q_dets, asm
-    probe.provider = stats.provider
-    probe.running = True
-
-    def put(q: queue.Queue[object], item: object) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    stitcher.emit = lambda m: put(q_tiles, m)
-
-    def source_thread() -> None:
-        busy = 0.0
-        try:
-            it = iter(blocks)
-            while not stop.is_set():
-                try:
-                    blk = next(it)
-                except StopIteration:
-                    break
-                probe.last_block_ns = time.monotonic_ns()
-                t0 = time.perf_counter()
-                stitcher.push(blk)
-                busy += time.perf_counter() - t0
-                if progress is not None:
-                    progress(blk.end_line)
-            t0 = time.perf_counter()
-            stitcher.flush()
-            busy += time.perf_counter() - t0
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            errors.append(e)
-            stop.set()
-        finally:
-            stats.stitch_s = max(0.0, busy - ring.wait_s)  # work only, not waiting for slots
-            put(q_tiles, _END)
-
-    def infer_thread() -> None:
-        try:
-            while True:
-                msg = q_tiles.get()
-                if msg is _END:
-                    break
-                if isinstance(msg, Strip):
-                    t0 = time.monotonic_ns()
-                    if model is None:
-                        dets = [Detections.empty() for _ in msg.x0s]
-                    else:
-                        n = msg.pixels.shape[0]
-                        step = batch or n
-                        dets = []
-                        for i in range(0, n, step):
-                            dets.extend(model.infer(msg.pixels[i : i + step]))
-                    t1 = time.monotonic_ns()
-                    ring.release(msg.slot)
-                    stats.infer_ms.append((t1 - t0) / 1e6)
-                    probe.infer_ms_last = (t1 - t0) / 1e6
-                    probe.last_infer_ns = t1
-                    probe.strips_inferred += 1
-                    msg = StripDetections(
-                        msg.index, msg.first_line, msg.valid_lines, msg.x0s, dets, msg.lost,
-                        msg.t_complete_ns, t0, t1,
-                    )
-                put(q_dets, msg)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-            stop.set()
-        finally:
-            put(q_dets, _END)
-
-    t_start = time.perf_counter()
-    cpu0 = time.process_time()
-    threads = [
-        threading.Thread(target=source_thread, name="ei-source", daemon=True),
-        threading.Thread(target=infer_thread, name="ei-infer", daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    try:
-        while True:
-            try:
-                msg = q_dets.get(timeout=0.2)
-            except queue.Empty:
-                if errors:
-                    break
-                continue
-            if msg is _END:
-                break
-            asm.handle(msg)
-        if not errors:
-            asm.finish()
-    except BaseException as e:
-        errors.append(e)
-        stop.set()
-    finally:
-        stop.set() if errors else None
-        for t in threads:
-            t.join(timeout=10)
-    probe.running = False
-    stats.wall_s = time.perf_counter() - t_start
-    stats.cpu_s = time.process_time() - cpu0
-    stats.lines = stitcher.lines_in
-    stats.lines_lost = stitcher.lines_lost
-    stats.strips = stitcher.strips_out
-    stats.strips_dropped = stitcher.strips_dropped
-    stats.tiles = stitcher.tiles_out
-    stats.hides = asm.hides_done
-    stats.defects_by_class = dict(asm.defects_by_class)
-    stats.defects_off_hide = asm.off_hide
-    stats.detections_in_lost_lines = asm.suppressed_lost
-    stats.defects_at_hide_edge = asm.suppressed_edge
-    stats.latency_ms = [v / 1e6 for v in asm.latencies_ns]
-    stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    if errors:
-        raise errors[0]
-    return stats
+    """Run ``blocks`` through a Pipeline until they end and the drain is done; the run's figures."""
+    pipeline = Pipeline(station, model, on_hide, live=live, progress=progress, class_names=class_names, probe=probe)
+    pipeline.start(blocks)
+    return pipeline.join()

@@ -17,9 +17,9 @@ import structlog
 from .config import Station
 from .errors import InputError
 from .lines import LineBlock
-from .pipeline import RunStats, run_pipeline
+from .pipeline import RunStats
 from .recording import RecordingReader, open_recording
-from .store import ResultsWriter, hide_handler, run_summary
+from .run import InspectionRun
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +89,6 @@ def replay(
     station's ``[plc] host`` (empty: marks are planned and logged, not sent). A PLC's belt moves
     in real time, so a PLC needs ``realtime=True``.
     """
-    from .dispatch import MarkDispatch
     from .inference import Model
 
     if (plc or station.plc.host) and not realtime:
@@ -115,32 +114,21 @@ def replay(
         "realtime": realtime,
         "station": station.model_dump(mode="json"),
     }
-    dispatch = MarkDispatch(
-        station, list(model.class_names), out_dir, plc=plc,
+    with InspectionRun(
+        station, model, out_dir, run_info=run_info, plc=plc, live=realtime,
         source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
-    )
-    with ResultsWriter.for_station(out_dir, station, run_info) as writer:
-        on_hide = hide_handler(station.grading, writer, [dispatch.on_hide])
-
+        progress=(lambda done: progress(done - first, total)) if progress else None,
+    ) as run:
         blocks: Iterator[LineBlock] = reader.blocks()
-        if realtime:
-            blocks = paced(blocks, station.camera.line_rate_hz, on_start=dispatch.line_zero)
-        try:
-            dispatch.start()
-            if not realtime:
-                dispatch.line_zero(first)
-            stats = run_pipeline(
-                blocks, station, model, on_hide, live=realtime, hooks=dispatch.hooks,
-                progress=(lambda done: progress(done - first, total)) if progress else None,
-            )
-        finally:
-            marks = dispatch.finish()
-        summary = {
+        if realtime:  # line ``first`` is under the camera when pacing starts
+            run.start(paced(blocks, station.camera.line_rate_hz, on_start=run.line_zero))
+        else:
+            run.start(blocks, first_line=first)
+        stats = run.join()
+        summary = run.finish({
             "recording": str(Path(rec_path).resolve()),
             "recording_warnings": list(reader.warnings),
-            **run_summary(model, station, writer, stats, marks),
-        }
-        writer.finish(summary)
+        })
     return stats, summary
 
 

@@ -1,4 +1,4 @@
-"""The live station as a systemd service: ``edge-inspector run`` (docs/service.md; ARCHITECTURE.md section 8).
+"""The live station as a systemd service: ``edge-inspector run`` (docs/service.md; docs/architecture.md).
 
 ``run_service()`` is the live run (edge_inspector/live.py) plus what the service manager needs,
 without extra dependencies:
@@ -35,8 +35,9 @@ import structlog
 from . import logs
 from .camera import AcquisitionStats, GenICamSource
 from .config import Station
-from .live import Publish, run_live, stop_on_signals
+from .live import run_live, stop_on_signals
 from .probe import Probe
+from .run import Publish
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +109,7 @@ def watchdog_ping_s(env: Mapping[str, str] = os.environ) -> float | None:
 
 @dataclass(frozen=True)
 class Sample:
-    """A look at the pipeline's counters (plain reads of the Probe's stages, from any thread)."""
+    """A look at the pipeline's counters (plain reads of the stage counters the Probe holds, from any thread)."""
 
     lines: int  # lines the stitcher took in
     tiles: int  # tiles cut
@@ -124,16 +125,16 @@ class Sample:
     @classmethod
     def of(cls, probe: Probe, camera: AcquisitionStats | None) -> Sample:
         lines, inferred, pending = probe.progress()
-        st, asm, qt, qd = probe.stitcher, probe.assembler, probe.q_tiles, probe.q_dets
+        qt, qd = probe.q_tiles, probe.q_dets
         return cls(
             lines=lines,
-            tiles=st.tiles_out if st is not None else 0,
+            tiles=probe.stitch.tiles_out,
             inferred=inferred,
             pending=pending,
             queue_tiles=qt.qsize() if qt is not None else 0,
             queue_detections=qd.qsize() if qd is not None else 0,
-            assembled=asm.done_line if asm is not None else -1,
-            hides=asm.hides_done if asm is not None else 0,
+            assembled=probe.assembly.done_line,
+            hides=probe.assembly.hides,
             camera_waits=camera.fetch_timeouts + camera.reconnects if camera is not None else 0,
             belt_stopped=probe.plc_line_running() is False,
         )

@@ -7,7 +7,7 @@ correction (gain, offset) is fused into the copy. On the same pass the stitcher 
 ``subsample``-th pixel of every ``subsample``-th line: those samples decide hide presence and
 make the hide map thumbnails.
 
-Loss policy (ARCHITECTURE.md section 3): with ``live=True`` the stitcher never waits; when no
+Loss policy (docs/architecture.md): with ``live=True`` the stitcher never waits; when no
 slot is free it drops the whole strip, counts it and reports it as an uninspected stretch.
 With ``live=False`` (replay) it waits for a free slot.
 """
@@ -18,45 +18,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from .lines import LineBlock
+from .stream import LineSamples, StitchCounters, StitchMessage, Strip, Uninspected
 from .tile import TileGrid
-
-
-@dataclass(slots=True)
-class Strip:
-    """A filled ring slot: one row of tiles, handed to inference, then released."""
-
-    index: int
-    first_line: int
-    valid_lines: int  # rows holding camera lines; the rest repeat the last valid row
-    x0s: list[int]
-    pixels: np.ndarray  # (n_cols, tile, tile, channels) view of the ring slot
-    slot: int
-    lost: list[tuple[int, int]] = field(default_factory=list)  # line ranges filled by repetition
-    t_complete_ns: int = 0  # when its last line arrived
-
-
-@dataclass(slots=True)
-class LineSamples:
-    """Every ``step``-th pixel of every ``step``-th line, for hide presence and thumbnails."""
-
-    first_line: int  # global line of samples[0]; a multiple of step
-    step: int
-    samples: np.ndarray  # (n, width // step, channels) uint8/uint16 copy
-
-
-@dataclass(slots=True)
-class Uninspected:
-    """Lines [first_line, end_line) that will not be inspected."""
-
-    first_line: int
-    end_line: int
-    reason: str  # "lost" (missing from the source) or "dropped" (no free tile slot)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -122,6 +91,7 @@ class Stitcher:
 
     ``emit`` receives each message in line order: the samples of a block come before any
     strip that block completes, so hide presence is known before the strip's detections.
+    ``counters`` (stream.StitchCounters) count lines and strips for the probe.
     """
 
     def __init__(
@@ -130,7 +100,7 @@ class Stitcher:
         channels: int,
         dtype: np.dtype,
         ring: TileRing,
-        emit: Callable[[object], None],
+        emit: Callable[[StitchMessage], None],
         *,
         live: bool = False,
         sample_step: int = 8,
@@ -162,15 +132,32 @@ class Stitcher:
         else:
             self._ff = None
         self._maxval = float(np.iinfo(self.dtype).max)
-        # counters
-        self.lines_in = 0
-        self.lines_lost = 0
-        self.strips_out = 0
-        self.strips_dropped = 0
-        self.tiles_out = 0
+        self.counters = StitchCounters()
+
+    @property
+    def lines_in(self) -> int:
+        return self.counters.lines_in
+
+    @property
+    def lines_lost(self) -> int:
+        return self.counters.lines_lost
+
+    @property
+    def strips_out(self) -> int:
+        return self.counters.strips_out
+
+    @property
+    def strips_dropped(self) -> int:
+        return self.counters.strips_dropped
+
+    @property
+    def tiles_out(self) -> int:
+        return self.counters.tiles_out
 
     # -- public -----------------------------------------------------------------------------
     def push(self, block: LineBlock) -> None:
+        n = self.counters
+        n.last_block_ns = time.monotonic_ns()
         a, b = block.first_line, block.end_line
         if not self._origin_set:
             self.grid = TileGrid(self.grid.width, self.grid.tile, self.grid.overlap, a)
@@ -181,9 +168,9 @@ class Stitcher:
             raise ValueError(f"block at line {a} goes back before line {self._end_line}")
         gap = a - self._end_line
         if gap:
-            self.lines_lost += gap
+            n.lines_lost += gap
             self.emit(Uninspected(self._end_line, a, "lost"))
-        self.lines_in += b - a
+        n.lines_in += b - a
         self._emit_samples(block)
         for k in self.grid.strips_touching(a, b):
             st = self._strip(k, a)
@@ -210,7 +197,7 @@ class Stitcher:
         self._next_strip = k + 1
         slot = self.ring.acquire(wait=not self.live, stop=self.stop)
         if slot is None:
-            self.strips_dropped += 1
+            self.counters.strips_dropped += 1
             self.emit(Uninspected(start, start + self.grid.tile, "dropped"))
         st = _Open(k, slot, start, [])
         self._open[k] = st
@@ -258,8 +245,8 @@ class Stitcher:
         buf = self.ring.buffers[st.slot]
         if 0 < valid < self.grid.tile:
             buf[:, valid:] = buf[:, valid - 1 : valid]
-        self.strips_out += 1
-        self.tiles_out += len(self.x0s)
+        self.counters.strips_out += 1
+        self.counters.tiles_out += len(self.x0s)
         self.emit(
             Strip(
                 index=st.index,

@@ -16,7 +16,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -26,9 +25,8 @@ import cv2
 import numpy as np
 import structlog
 
-from .config import Grading, Station
+from .config import Station
 from .errors import InputError
-from .grading import grade_hide
 from .hide import Hide
 from .hidemap import render_hide_map
 from .runfiles import DB_NAME, HIDES_DIR, SUMMARY_NAME, next_run_id_from_files, hide_stem
@@ -163,36 +161,6 @@ def open_db(path: Path) -> sqlite3.Connection:
         raise InputError(f"not a usable results database: {e}", path=path,
                          hint="move it away or choose another output folder") from None
     return conn
-
-
-def run_summary(model: Any, station: Station, writer: "ResultsWriter", stats: Any, marks: dict[str, Any]
-                ) -> dict[str, Any]:
-    """The part of summary.json that replay and the live run share: model, grades, counters, marks."""
-    return {
-        "model": str(model.path),
-        "model_kind": model.kind,
-        "classes": list(model.class_names),
-        "station": station.station.name,
-        "grades": writer.grades,
-        **stats.as_dict(),
-        "marks": marks,
-    }
-
-
-def hide_handler(
-    grading: Grading, writer: "ResultsWriter", extra: Sequence[Callable[[Hide], None]] = (),
-) -> Callable[[Hide], None]:
-    """``on_hide`` for run_pipeline: grade the hide, write it, then hand it to each of ``extra`` (marking)."""
-
-    def on_hide(h: Hide) -> None:
-        h.grade = grade_hide(h, grading)
-        writer.write_hide(h)
-        for callback in extra:
-            callback(h)
-        log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
-                 defects=len(h.defects), grade=h.grade)
-
-    return on_hide
 
 
 class ResultsWriter:

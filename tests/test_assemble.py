@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_inspector.assemble import Assembler, StripDetections, merge_parts, _Part
+from edge_inspector.assemble import Assembler, merge_parts, _Part
 from edge_inspector.belt import BeltGeometry, belt_to_hide_mm
 from edge_inspector.config import Station, parse_station
 from edge_inspector.detections import Detections
-from edge_inspector.stitch import LineSamples, Uninspected
+from edge_inspector.stream import LineSamples, StripDetections, Uninspected
 from edge_inspector.tile import column_starts
 
 W, TILE, OV = 1000, 256, 32

@@ -31,7 +31,8 @@ from edge_inspector.live import run_live
 from edge_inspector.pipeline import run_pipeline
 from edge_inspector.record import record, recording_header
 from edge_inspector.recording import RecordingWriter, open_recording
-from edge_inspector.stitch import Stitcher, Strip, TileRing
+from edge_inspector.stitch import Stitcher, TileRing
+from edge_inspector.stream import Strip
 from edge_inspector.tile import TileGrid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from edge_inspector.defect import Defect
 from edge_inspector.hide import Hide
 from edge_inspector.mark import Action, Mark
 from edge_inspector.marking import MarkPlanner
-from edge_inspector.stitch import Uninspected
+from edge_inspector.stream import Uninspected
 
 from conftest import SMALL_STATION
 

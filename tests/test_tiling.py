@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge_inspector.lines import LineBlock
-from edge_inspector.stitch import LineSamples, Stitcher, Strip, TileRing, Uninspected
+from edge_inspector.stitch import Stitcher, TileRing
+from edge_inspector.stream import LineSamples, Strip, Uninspected
 from edge_inspector.tile import TileGrid, column_starts
 
 

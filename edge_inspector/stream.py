@@ -1,0 +1,160 @@
+"""What flows through the pipeline: the messages between stages, the line clock, the stage counters.
+
+One strip of tiles travels (docs/architecture.md)::
+
+    LineBlock (lines.py) -> Stitcher (stitch.py) -> Strip | LineSamples | Uninspected
+      -> inference (pipeline.py) -> StripDetections | LineSamples | Uninspected
+      -> Assembler (assemble.py) -> Defect, Hide -> InspectionRun (run.py): grade, write, mark
+
+Messages arrive at the assembler in line order. ``LineClock`` estimates the line under the
+camera now; the run creates one and hands it to the assembler (which advances it) and the mark
+planner (which reads it). Each stage owns one counters object and is the only one to write it;
+the probe (probe.py) reads them from other threads (plain int reads, no locks).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .defect import Defect
+from .detections import Detections
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Strip:
+    """A filled ring slot: one row of tiles, handed to inference, then released."""
+
+    index: int
+    first_line: int
+    valid_lines: int  # rows holding camera lines; the rest repeat the last valid row
+    x0s: list[int]
+    pixels: np.ndarray  # (n_cols, tile, tile, channels) view of the ring slot
+    slot: int
+    lost: list[tuple[int, int]] = field(default_factory=list)  # line ranges filled by repetition
+    t_complete_ns: int = 0  # when its last line arrived
+
+
+@dataclass(slots=True)
+class StripDetections:
+    """Model output for one strip: one Detections per tile column, in tile px."""
+
+    index: int
+    first_line: int
+    valid_lines: int
+    x0s: list[int]
+    detections: list[Detections]
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    t_complete_ns: int = 0
+    t_infer_start_ns: int = 0
+    t_infer_end_ns: int = 0
+
+
+@dataclass(slots=True)
+class LineSamples:
+    """Every ``step``-th pixel of every ``step``-th line, for hide presence and thumbnails."""
+
+    first_line: int  # global line of samples[0]; a multiple of step
+    step: int
+    samples: np.ndarray  # (n, width // step, channels) uint8/uint16 copy
+
+
+@dataclass(slots=True)
+class Uninspected:
+    """Lines [first_line, end_line) that will not be inspected."""
+
+    first_line: int
+    end_line: int
+    reason: str  # "lost" (missing from the source) or "dropped" (no free tile slot)
+
+
+StitchMessage = Strip | LineSamples | Uninspected  # stitcher -> inference
+AssemblyMessage = StripDetections | LineSamples | Uninspected  # inference -> assembler
+
+
+# -- the line clock ---------------------------------------------------------------------------
+
+
+class LineClock:
+    """Estimate of the line under the camera now: the latest strip's end plus the time since, at the line rate."""
+
+    def __init__(self, line_rate_hz: float) -> None:
+        self.line_rate_hz = line_rate_hz
+        self._at: tuple[int, int] = (0, 0)  # (last line of the latest strip, monotonic ns when it was complete)
+
+    def advance(self, end_line: int, t_ns: int) -> None:
+        """Lines below ``end_line`` had all arrived at ``t_ns`` (time.monotonic_ns())."""
+        self._at = (end_line, t_ns)
+
+    def now(self) -> float:
+        end, t_ns = self._at
+        if not t_ns:
+            return float(end)
+        return end + max(0, time.monotonic_ns() - t_ns) / 1e9 * self.line_rate_hz
+
+
+# -- early events for marking -------------------------------------------------------------------
+
+
+class AssemblyListener(Protocol):
+    """Events the assembler hands out before a hide is complete (marking.MarkPlanner is one).
+
+    ``now_line`` is the line clock's reading when the event happened.
+    """
+
+    def defects(self, found: list[Defect], now_line: float) -> None:
+        """Defects that just became final and lie on a hide, at least ``edge_margin_mm`` inside its
+        outline (checked on the presence mask; ``hide_id`` is provisional)."""
+
+    def hide_start(self, hide_id: int, first_line: int, now_line: float) -> None:
+        """A hide was confirmed under the camera."""
+
+    def uninspected(self, u: Uninspected, now_line: float) -> None:
+        """Lines that will not be inspected."""
+
+
+# -- stage counters -------------------------------------------------------------------------------
+
+
+@dataclass
+class StitchCounters:
+    """Written by the stitcher (source thread)."""
+
+    lines_in: int = 0
+    lines_lost: int = 0
+    strips_out: int = 0
+    strips_dropped: int = 0
+    tiles_out: int = 0
+    last_block_ns: int = 0  # time.monotonic_ns() when the source last delivered a block
+
+
+@dataclass
+class InferenceCounters:
+    """Written by the inference thread."""
+
+    strips: int = 0  # strips through the model
+    last_ns: int = 0  # time.monotonic_ns() when the last strip left the model
+    ms_last: float = 0.0  # model time of the last strip
+    ms: list[float] = field(default_factory=list)  # model time per strip
+
+
+@dataclass
+class AssemblyCounters:
+    """Written by the assembler."""
+
+    done_line: int = -1  # every line below this has been through the model and the merge
+    hides: int = 0  # hides complete
+    defects_by_class: dict[str, int] = field(default_factory=dict)
+    off_hide: int = 0  # defects outside any hide (belt dirt, edge effects), dropped
+    suppressed_lost: int = 0  # detections centred in lost or dropped lines
+    suppressed_edge: int = 0  # defects within hide_detection.edge_margin_mm of the hide outline
+    latencies_ns: list[int] = field(default_factory=list)  # strip complete -> assembled
+
+    @property
+    def defects(self) -> int:
+        return sum(self.defects_by_class.values())
