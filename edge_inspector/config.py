@@ -161,7 +161,7 @@ class ModelCfg(BaseModel):
 
 
 class Belt(BaseModel):
-    """Belt and marker geometry, used for the marking-feasibility check (ARCHITECTURE.md 4)."""
+    """Belt and marker geometry, used for the marking-feasibility check (docs/architecture.md section 6)."""
 
     model_config = _STRICT
     speed_m_per_min: float = Field(60.0, gt=0)
@@ -187,7 +187,7 @@ class Grading(BaseModel):
 
 
 class Plc(BaseModel):
-    """The line's PLC over Modbus TCP (ARCHITECTURE.md section 7; docs/register-map.md).
+    """The line's PLC over Modbus TCP (docs/architecture.md section 8; docs/register-map.md).
 
     ``host`` empty: no PLC (marks are still planned and logged to marks.jsonl).
     """

@@ -1,4 +1,4 @@
-"""Events and metrics over ZeroMQ PUB (ARCHITECTURE.md section 8; the schema: docs/events.md).
+"""Events and metrics over ZeroMQ PUB (docs/architecture.md section 11; the schema: docs/events.md).
 
 ::
 

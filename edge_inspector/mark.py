@@ -1,4 +1,4 @@
-"""Mark: one command for the line's PLC (ARCHITECTURE.md sections 1 and 7).
+"""Mark: one command for the line's PLC (docs/architecture.md sections 2 and 8).
 
 A mark says *what* to do (``action``) *where* on the belt. Positions are in the PLC's belt
 frame: ``belt_mm`` is the encoder position (mm) at which the spot was under the camera line.

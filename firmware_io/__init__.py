@@ -1,5 +1,5 @@
 """The PLC register map and the PLC-side program: the single source of truth for the Modbus
-contract (ARCHITECTURE.md section 7).
+contract (docs/architecture.md section 8).
 
 Installed as the data package ``edge_inspector.firmware_io`` (a package-dir mapping in
 pyproject.toml), so the map is read from here by the installed program as well as from the

@@ -1,4 +1,4 @@
-"""GenICamSource: a GenICam camera as an iterator of LineBlocks (ARCHITECTURE.md sections 1 and 3).
+"""GenICamSource: a GenICam camera as an iterator of LineBlocks (docs/architecture.md sections 1 and 5).
 
 ::
 

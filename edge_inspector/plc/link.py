@@ -96,7 +96,7 @@ class _Throttle:
 
 
 class PlcLink:
-    """The inspector's side of the PLC contract (ARCHITECTURE.md section 7)."""
+    """The inspector's side of the PLC contract (docs/architecture.md section 8)."""
 
     def __init__(self, cfg: Plc, outbox: Outbox, *, register_map: RegisterMap | None = None) -> None:
         if not cfg.host:

@@ -1,6 +1,6 @@
 """The persistent outbox: marks wait here, numbered, until the PLC acknowledges them.
 
-ARCHITECTURE.md section 7: a mark is persisted (SQLite, WAL, ``synchronous=FULL``) *before*
+docs/architecture.md section 8: a mark is persisted (SQLite, WAL, ``synchronous=FULL``) *before*
 it is sent, so it survives a restart of the inspector or of the PLC. ``PlcLink`` adds marks
 from the pipeline thread and reads, acknowledges and renumbers them from its own thread.
 

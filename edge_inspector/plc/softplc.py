@@ -1,4 +1,4 @@
-"""The soft-PLC: a real Modbus TCP server that plays the line PLC (ARCHITECTURE.md section 7).
+"""The soft-PLC: a real Modbus TCP server that plays the line PLC (docs/architecture.md section 8).
 
 It runs the rules of ``firmware_io/edge_inspector_marks.st`` in Python, on registers laid out
 from the register map: a simulated belt moves at a fixed speed, the mark ring is consumed in

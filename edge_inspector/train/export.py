@@ -1,4 +1,4 @@
-"""Export a trained SegNet to ONNX with the model contract (ARCHITECTURE.md section 6).
+"""Export a trained SegNet to ONNX with the model contract (docs/architecture.md section 7).
 
 Input ``image``: uint8 NHWC, any size that is a multiple of 32 (normalisation inside the graph).
 Outputs at 1/4 resolution, both uint8 (a 2048x2048 tile gives 2 x 256 KB):
