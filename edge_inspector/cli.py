@@ -102,6 +102,28 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from .calibrate import calibrate, format_calibration, write_calibration
+    from .config import load_station
+    from .progress import Progress
+
+    station = load_station(a.station)
+    bars: dict[str, Progress] = {}
+
+    def prog(name: str, done: int, total: int) -> None:
+        bar = bars.setdefault(name, Progress(total, f"calibrate {name}"))
+        bar.update(done)
+
+    rec = calibrate(station, Path(a.station), [Path(g) for g in a.good], budget=a.budget,
+                    defects=Path(a.defects) if a.defects else None, mm_per_px=a.mm_per_px,
+                    model_path=a.model, progress=prog)
+    for bar in bars.values():
+        bar.close()
+    path = write_calibration(rec, Path(a.station))
+    print(format_calibration(rec, path))
+    return 0
+
+
 def cmd_eval_model(a: argparse.Namespace) -> int:
     from .evaluation.datasets import find_dataset
     from .evaluation.model_eval import evaluate_model, load_model
@@ -266,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=4, help="tiles per model call (default 4)")
     s.add_argument("--json", help="also write the report as JSON here")
     s.set_defaults(fn=cmd_eval_model)
+
+    s = sub.add_parser("calibrate", help="set the station's score threshold from known-good leather for a budget"
+                       " of false defects per m2; writes STATION.calibration.json (docs/models.md)")
+    s.add_argument("good", nargs="+", help=".raw recordings of good hides and/or folders of good-leather images")
+    s.add_argument("--station", required=True, help="station TOML (its model, camera, hide detection)")
+    s.add_argument("--budget", type=float, default=0.2, help="false defects per m2 of good leather (default 0.2)")
+    s.add_argument("--defects", help="optional labelled defect images (YOLO or MVTec AD folder): recall per threshold")
+    s.add_argument("--mm-per-px", type=float, help="scale of the good-leather images (default: camera.mm_per_px)")
+    s.add_argument("--model", type=model_arg, help="calibrate this model instead of the station's")
+    s.set_defaults(fn=cmd_calibrate)
 
     from .plc import softplc
     from .train import __main__ as train_cli

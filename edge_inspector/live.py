@@ -54,11 +54,13 @@ def run_live(
     every mark handed to the PLC ("mark") (edge_inspector/events.py). ``hide_callbacks`` receive
     each graded hide after the results, the marks and the events (edge_inspector/run.py).
     """
+    from .calibrate import apply_calibration
     from .inference import Model
 
     if seconds is not None and seconds <= 0:
         raise InputError(f"--seconds must be greater than 0, got {seconds}")
     stop = stop or threading.Event()
+    station, threshold = apply_calibration(station, model_path)
     model = Model.for_station(station, model_path)
     with GenICamSource(station, stop=stop) as source:
         camera = source.device.as_dict()
@@ -90,6 +92,7 @@ def run_live(
                 "camera_settings": source.applied,
                 "acquisition": source.stats.as_dict(),
                 "camera_error": str(failure[0]) if failure else None,
+                "threshold": {**threshold, "value": model.score_threshold},
             })
     if failure:
         raise failure[0]

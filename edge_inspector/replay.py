@@ -89,6 +89,7 @@ def replay(
     station's ``[plc] host`` (empty: marks are planned and logged, not sent). A PLC's belt moves
     in real time, so a PLC needs ``realtime=True``.
     """
+    from .calibrate import apply_calibration
     from .inference import Model
 
     if (plc or station.plc.host) and not realtime:
@@ -103,6 +104,7 @@ def replay(
         on_warning=lambda w: log.warning("recording", file=str(rec_path), warning=w), **hl,
     )
     station = station_for_recording(station, reader, station_given, rec_path)
+    station, threshold = apply_calibration(station, model_path)
     model = Model.for_station(station, model_path)
     first, end = reader.line_range
     total = max(1, end - first)
@@ -127,6 +129,7 @@ def replay(
         stats = run.join()
         summary = run.finish({
             "recording": str(Path(rec_path).resolve()),
+            "threshold": {**threshold, "value": model.score_threshold},
             "recording_warnings": list(reader.warnings),
         })
     return stats, summary
@@ -138,6 +141,8 @@ def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
     rows = [
         ("recording", Path(summary["recording"]).name),
         ("model", f"{Path(summary['model']).name} ({summary['model_kind']}) on {summary['provider']}"),
+        *([("threshold", f"{summary['threshold']['value']:g} ({summary['threshold']['source']})")]
+          if summary.get("threshold", {}).get("value") is not None else []),
         ("lines", f"{summary['lines']:,}   lost {summary['lines_lost']:,}"),
         ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"),
         ("hides", f"{summary['hides']}   grades " + ", ".join(f"{k} {v}" for k, v in sorted(summary.get('grades', {}).items()))),
