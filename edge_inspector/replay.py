@@ -30,7 +30,8 @@ def station_for_recording(station: Station, reader: RecordingReader, station_giv
     With a station file (``station_given``): its camera must match the recording's width, channels,
     sample type and bit depth, else an InputError names both; the station's copy then takes the
     recording's ``pixel_format`` (where the bit depth of the lines comes from, see
-    inference/feed.py). Without one: the built-in defaults with the recording's geometry, built
+    inference/feed.py), except for a headerless dump, which has none: the station's counts.
+    Without one: the built-in defaults with the recording's geometry, built
     and validated in one go (a 1024 px mono recording gets a 1024 px tile and one belt level);
     the default ``hide_detection`` numbers are 8-bit levels and are scaled to the recording's
     bit depth (x 16 for Mono12, x 256 for 16-bit), since hide detection reads the raw samples.
@@ -38,7 +39,7 @@ def station_for_recording(station: Station, reader: RecordingReader, station_giv
     """
     from pydantic import ValidationError
 
-    from .inference.feed import sample_bits
+    from .inference.feed import sample_bits, stated_bits
 
     h = reader.header
     cam = station.camera
@@ -53,16 +54,17 @@ def station_for_recording(station: Station, reader: RecordingReader, station_giv
         problems = []
         for key in ("width", "channels", "dtype"):
             if getattr(h, key) != getattr(cam, key):
-                problems.append(f"{key} is {getattr(h, key)!r} in the recording but camera.{key} = {getattr(cam, key)!r}"
-                                " in the station file")
-        cam_bits = sample_bits(cam.pixel_format, cam.dtype)
-        if not problems and cam_bits != bits and cam.pixel_format.endswith(str(cam_bits)):
+                problems.append(f"{key} is {getattr(h, key)!r} in the recording but camera.{key} ="
+                                f" {getattr(cam, key)!r} in the station file")
+        headerless = bool(h.extra.get("headerless"))  # no pixel format of its own: the station's counts
+        cam_bits = stated_bits(cam.pixel_format, cam.dtype)
+        if not problems and not headerless and cam_bits is not None and cam_bits != bits:
             problems.append(f"the recording holds {h.pixel_format} ({bits}-bit) lines but camera.pixel_format ="
                             f" {cam.pixel_format!r} ({cam_bits}-bit) in the station file")
         if problems:
             raise InputError("; ".join(problems), path=rec_path,
                              hint="replay with the station file it was recorded with, or without --station")
-        if h.pixel_format and h.pixel_format != cam.pixel_format:
+        if h.pixel_format and h.pixel_format != cam.pixel_format and not headerless:
             return station.model_copy(update={"camera": cam.model_copy(update={"pixel_format": h.pixel_format})})
         return station
     data = station.model_dump()

@@ -167,9 +167,9 @@ def small_station(tmp_path: Path, model: str, extra: str = "") -> Station:
 
 
 def one_line_error(capsys) -> str:
-    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
+    text = capsys.readouterr().err
+    err = [ln for ln in text.splitlines() if "error:" in ln]
+    assert len(err) == 1 and "Traceback" not in text, text
     return err[0]
 
 
@@ -313,6 +313,11 @@ def test_a_station_of_another_bit_depth_is_refused_in_one_line(mono: Path, tmp_p
     ok = station_for_recording(st.model_copy(update={"camera": st.camera.model_copy(update={"pixel_format": "RGB8"})}),
                                open_recording(rec12), True, rec12)
     assert ok.camera.pixel_format == "Mono12"  # the recording says what its lines are
+    # a headerless dump says nothing: the station's Mono12 counts
+    dump = to_16bit(mono, tmp_path / "mono12.bin", 12, "Mono12", headerless=True)
+    st12 = st.model_copy(update={"camera": st.camera.model_copy(update={"pixel_format": "Mono12"})})
+    used = station_for_recording(st12, open_recording(dump, width=512, channels=1, dtype="uint16"), True, dump)
+    assert used.camera.pixel_format == "Mono12"
 
 
 # ------------------------------------------------------------------ case 10: models that do not fit
@@ -392,14 +397,46 @@ def test_an_empty_or_repeated_class_list_is_refused(tmp_path: Path, classes, nee
     assert str(p) in str(e.value) and "edge_inspector.classes" in str(e.value) and needle in str(e.value)
 
 
-def test_a_class_id_beyond_the_class_list_at_run_time_is_an_error_not_a_defect(tmp_path: Path) -> None:
-    """A class map that looks right on the warm-up batches but not on a real tile."""
-    p = pixel_class_map_model(tmp_path)
-    m = Model.load(ModelCfg(path=str(p), providers=CPU, min_area_px=0))
-    tiles = np.zeros((1, 32, 32, 3), np.uint8)
-    tiles[0, 4:8, 4:8, 0] = 2
-    assert m.infer(tiles)[0].class_id.tolist() == [1]  # class 2 -> id 1 ("b")
-    tiles[0, 20:24, 20:24, 0] = 100
+def test_a_class_id_beyond_the_class_list_is_refused_at_warm_up(tmp_path: Path) -> None:
+    """An end-to-end YOLO export whose class column says 5 for a model with two classes."""
+    boxes = np.zeros((1, 3, 6), np.float32)
+    boxes[0, 0] = [4, 4, 20, 20, 0.9, 5]
+    props = seg_props(**{"edge_inspector.kind": "detection", "edge_inspector.classes": ["hole", "cut"],
+                         "edge_inspector.output": {"format": "end2end"}})
+    m = Model.load(ModelCfg(path=str(const_model(tmp_path, "e2e", boxes, "output0", props)), providers=CPU))
     with pytest.raises(ModelError) as e:
-        m.infer(tiles)
-    assert str(p) in str(e.value) and "class id 99" in str(e.value) and "names 2 class(es)" in str(e.value)
+        m.warmup(64, 1)
+    assert str(m.path) in str(e.value) and "class id 5" in str(e.value) and "names 2 class(es)" in str(e.value)
+
+
+def colour_difference_model(tmp_path: Path) -> Path:
+    """class_map = 100 where |R - G| > 2: clean on the grey warm-up batches, not on real colour tiles."""
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["f", "s0", "s1", "ax"], ["c0"]),
+        helper.make_node("Slice", ["f", "s1", "s2", "ax"], ["c1"]),
+        helper.make_node("Sub", ["c0", "c1"], ["d"]),
+        helper.make_node("Abs", ["d"], ["ad"]),
+        helper.make_node("Greater", ["ad", "thr"], ["g"]),
+        helper.make_node("Squeeze", ["g", "ax"], ["gs"]),
+        helper.make_node("Cast", ["gs"], ["gu"], to=TensorProto.UINT8),
+        helper.make_node("Mul", ["gu", "hundred"], ["class_map"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("s0", [0]), ("s1", [1]), ("s2", [2]), ("ax", [3]))]
+    inits += [numpy_helper.from_array(np.array(2, np.float32), "thr"),
+              numpy_helper.from_array(np.array(100, np.uint8), "hundred")]
+    return save(tmp_path, "colour", nodes, [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", "H", "W", 3])],
+                [helper.make_tensor_value_info("class_map", TensorProto.UINT8, None)], inits,
+                seg_props(**{"edge_inspector.output": {"class_map": "class_map", "stride": 1}}))
+
+
+def test_a_class_map_that_goes_wrong_on_real_tiles_stops_the_run_in_one_line(recording, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Past the warm-up: value 100 in a one-class map is no defect of class "100" (nor dropped
+    silently); the run stops with exit 2 and one line naming the model file."""
+    rec, st, _ = recording
+    p = colour_difference_model(tmp_path)
+    assert main(["replay", str(rec), "--station", str(st), "--out", str(tmp_path / "run"), "--model", str(p)]) == 2
+    line = one_line_error(capsys)
+    assert str(p) in line and "holds value 100" in line and "1..1" in line

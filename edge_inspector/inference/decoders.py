@@ -60,8 +60,9 @@ def _only_or(outputs: dict[str, np.ndarray], spec: dict[str, Any], key: str, *fa
         return next(iter(outputs.items()))
     got = _named(outputs, spec, key, *fallbacks)
     if got is None:
-        raise OutputMismatch(f"outputs {', '.join(map(repr, outputs))}: none is named {' or '.join(map(repr, fallbacks))};"
-                             f" name the one to read in edge_inspector.output {{\"{key}\": NAME}}")
+        raise OutputMismatch(f"outputs {', '.join(map(repr, outputs))}: none is named"
+                             f" {' or '.join(map(repr, fallbacks))}; name the one to read in"
+                             f" edge_inspector.output {{\"{key}\": NAME}}")
     return got
 
 
@@ -194,6 +195,10 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
         if maps.from_probabilities:
             return [components(cm[i], sm[i], scale_yx=scale, score_threshold=self.score_threshold,
                                min_area_px=self.min_area_px) for i in range(len(cm))]
+        nc = len(self.class_names)
+        if cm.size and nc and int(cm.max()) > nc:  # not class ids: refuse rather than drop or misname
+            raise OutputMismatch(f"the class map holds value {int(cm.max())}, but a class map holds 0"
+                                 f" (background) or 1..{nc}, one per class in edge_inspector.classes")
         if cm.dtype != np.uint8:
             cm = cm.astype(np.uint8)
         out = []
@@ -344,7 +349,8 @@ class YoloDecoder(Decoder[Boxes]):
             "transposed": len(shape) == 3 and shape[2] == 4 + nc,
             "end2end": len(shape) == 3 and shape[2] == 6,
         }
-        if x.dtype.kind != "f" or len(shape) != 3 or shape[0] != batch or not (fits[fmt] if fmt else any(fits.values())):
+        fits_any = fits[fmt] if fmt else any(fits.values())
+        if x.dtype.kind != "f" or len(shape) != 3 or shape[0] != batch or not fits_any:
             raise OutputMismatch(
                 f"output {name!r} is {x.dtype} of shape {shape}; the decoder reads float (N, 4+nc, anchors),"
                 f" (N, anchors, 4+nc) with nc = {nc} (the classes the model names), or end-to-end (N, k, 6),"

@@ -38,17 +38,20 @@ MODEL_DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 CAMERA_DTYPES = {"uint8": 8, "uint16": 16}  # sample type -> its width in bits
 
 
-def sample_bits(pixel_format: str, dtype: str) -> int:
-    """Significant bits per sample: the pixel format's number (Mono12 -> 12, RGB16 -> 16,
-    BayerRG8 -> 8) when it fits the sample type ``dtype`` (8 for uint8, 9..16 for uint16),
-    else the full width of ``dtype`` (8 or 16)."""
-    full = CAMERA_DTYPES[dtype]
+def stated_bits(pixel_format: str, dtype: str) -> int | None:
+    """The bits per sample the pixel format's name states (Mono12 -> 12, RGB16 -> 16, BayerRG8 -> 8)
+    when they fit the sample type ``dtype`` (8 for uint8, 9..16 for uint16); else None."""
     m = re.fullmatch(r"[A-Za-z]+?(\d+)", pixel_format or "")
     if m:
-        n = int(m.group(1))
+        n, full = int(m.group(1)), CAMERA_DTYPES[dtype]
         if (full == 8 and n == 8) or (full == 16 and 9 <= n <= 16):
             return n
-    return full
+    return None
+
+
+def sample_bits(pixel_format: str, dtype: str) -> int:
+    """Significant bits per sample: ``stated_bits``, else the full width of ``dtype`` (8 or 16)."""
+    return stated_bits(pixel_format, dtype) or CAMERA_DTYPES[dtype]
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,7 +193,7 @@ class Model:
         """``check_fits`` with the station's tile and camera (channels, sample type, bit depth from
         ``camera.pixel_format``)."""
         cam = station.camera
-        self.check_fits(station.tiling.tile, cam.channels, dtype=cam.dtype,
+        self.check_fits(station.tiling.tile, cam.channels, station._path, dtype=cam.dtype,
                         bits=sample_bits(cam.pixel_format, cam.dtype))
 
     def check_fits(self, tile: int, channels: int, path_for_errors: str | Path | None = None, *,
@@ -253,8 +253,12 @@ class Model:
 
     def infer(self, tiles: np.ndarray) -> list[Detections]:
         """Detections (tile px) for each tile of a (B, H, W, C) camera batch. ModelError when the
-        model gives a class id its ``edge_inspector.classes`` does not name."""
-        dets = self.decoder.to_detections(self.run_maps(_batch(tiles, "infer")))
+        model gives a class id its ``edge_inspector.classes`` does not name (a run stops with it
+        rather than report defects of a class "100")."""
+        try:
+            dets = self.decoder.to_detections(self.run_maps(_batch(tiles, "infer")))
+        except OutputMismatch as e:
+            raise ModelError(str(e), path=self.path, where=f"{META}output ({self.decoder.name} decoder)") from None
         self._check_class_ids(dets)
         return dets
 
@@ -313,8 +317,9 @@ class Model:
             return ModelError(f"the {self.decoder.name} decoder cannot read the outputs"
                               f" ({', '.join(self.output_names)}) of {what}: {type(e).__name__}: {first}",
                               path=self.path, where=f"{META}output")
-        return ModelError(f"ONNX Runtime cannot run the model on {what} (as {self.feed.describe() if self.feed else 'fed'}):"
-                          f" {first}", path=self.path, where=f"{META}input")
+        fed = f" ({self.feed.describe()})" if self.feed else ""
+        return ModelError(f"ONNX Runtime cannot run the model on {what}{fed}: {first}", path=self.path,
+                          where=f"{META}input")
 
     def __repr__(self) -> str:
         return (f"Model({self.path.name}, kind={self.kind}, classes={self.class_names},"
