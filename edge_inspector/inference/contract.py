@@ -35,7 +35,7 @@ class InputSpec:
     """What the model's input wants."""
 
     layout: str  # "NHWC" | "NCHW"
-    dtype: str  # numpy dtype name; uint8 NHWC is fed as is, anything else as float / 255
+    dtype: str  # numpy dtype name; how camera samples become it: feed.InputFeed
     channels: int | None  # None: not fixed
     size: tuple[int, int] | None  # (h, w); None: dynamic
     batch: int | None  # fixed batch of the graph; None: dynamic
