@@ -78,7 +78,7 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
 
         mcfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
         model = Model.load(mcfg, resolve=station.resolve)
-        model.check_fits(station.tiling.tile, station.camera.channels, mcfg.path)
+        model.fit_station(station)  # tile, channels, sample type and bit depth of the camera
         from .inference.model import station_batch
 
         model.warmup(*station_batch(station))

@@ -25,29 +25,71 @@ log = structlog.get_logger(__name__)
 
 
 def station_for_recording(station: Station, reader: RecordingReader, station_given: bool, rec_path: Path) -> Station:
-    """Check the recording against the station's camera; without a station file, adopt its geometry."""
+    """The station to replay ``reader``'s recording with.
+
+    With a station file (``station_given``): its camera must match the recording's width, channels,
+    sample type and bit depth, else an InputError names both; the station's copy then takes the
+    recording's ``pixel_format`` (where the bit depth of the lines comes from, see
+    inference/feed.py), except for a headerless dump, which has none: the station's counts.
+    Without one: the built-in defaults with the recording's geometry, built
+    and validated in one go (a 1024 px mono recording gets a 1024 px tile and one belt level);
+    the default ``hide_detection`` numbers are 8-bit levels and are scaled to the recording's
+    bit depth (x 16 for Mono12, x 256 for 16-bit), since hide detection reads the raw samples.
+    A recording the pipeline cannot take (2 or 4 channels) is refused with one line.
+    """
+    from pydantic import ValidationError
+
+    from .inference.feed import sample_bits, stated_bits
+
     h = reader.header
     cam = station.camera
-    if not station_given:
-        upd = {"width": h.width, "channels": h.channels, "dtype": h.dtype, "mm_per_px": h.mm_per_px,
-               "mm_per_line": h.mm_per_line}
-        if h.line_rate_hz and h.line_rate_hz > 0:
-            upd["line_rate_hz"] = h.line_rate_hz
-        new = station.model_copy(deep=True)
-        new.camera = cam.model_copy(update=upd)
-        if new.tiling.tile > h.width:
-            new.tiling = new.tiling.model_copy(update={"tile": h.width, "overlap": min(new.tiling.overlap, h.width // 4)})
-        if h.channels != len(new.hide_detection.belt_level) and len(new.hide_detection.belt_level) != 1:
-            lvl = sum(new.hide_detection.belt_level) / len(new.hide_detection.belt_level)
-            new.hide_detection = new.hide_detection.model_copy(update={"belt_level": [lvl]})
-        return Station.model_validate(new.model_dump())
-    problems = []
-    for key in ("width", "channels", "dtype"):
-        if getattr(h, key) != getattr(cam, key):
-            problems.append(f"{key} is {getattr(h, key)!r} in the recording but camera.{key} = {getattr(cam, key)!r} in the station file")
-    if problems:
-        raise InputError("; ".join(problems), path=rec_path, hint="replay with the station file it was recorded with, or without --station")
-    return station
+    if h.channels not in (1, 3):
+        raise InputError(
+            f"{h.channels} channels ({h.pixel_format or h.dtype}): the pipeline takes 1 (mono) or 3 (RGB)",
+            path=rec_path, where="header key 'channels'",
+            hint="convert the recording, or record with camera.channels = 1 or 3",
+        )
+    bits = sample_bits(h.pixel_format, h.dtype)
+    if station_given:
+        problems = []
+        for key in ("width", "channels", "dtype"):
+            if getattr(h, key) != getattr(cam, key):
+                problems.append(f"{key} is {getattr(h, key)!r} in the recording but camera.{key} ="
+                                f" {getattr(cam, key)!r} in the station file")
+        headerless = bool(h.extra.get("headerless"))  # no pixel format of its own: the station's counts
+        cam_bits = stated_bits(cam.pixel_format, cam.dtype)
+        if not problems and not headerless and cam_bits is not None and cam_bits != bits:
+            problems.append(f"the recording holds {h.pixel_format} ({bits}-bit) lines but camera.pixel_format ="
+                            f" {cam.pixel_format!r} ({cam_bits}-bit) in the station file")
+        if problems:
+            raise InputError("; ".join(problems), path=rec_path,
+                             hint="replay with the station file it was recorded with, or without --station")
+        if h.pixel_format and h.pixel_format != cam.pixel_format and not headerless:
+            return station.model_copy(update={"camera": cam.model_copy(update={"pixel_format": h.pixel_format})})
+        return station
+    data = station.model_dump()
+    data["camera"].update(width=h.width, channels=h.channels, dtype=h.dtype, mm_per_px=h.mm_per_px,
+                          mm_per_line=h.mm_per_line, pixel_format=h.pixel_format or cam.pixel_format)
+    if h.line_rate_hz and h.line_rate_hz > 0:
+        data["camera"]["line_rate_hz"] = h.line_rate_hz
+    tiling = data["tiling"]
+    if tiling["tile"] > h.width:
+        tiling.update(tile=h.width, overlap=min(tiling["overlap"], h.width // 4))
+    hd = data["hide_detection"]
+    level = [float(v) for v in hd["belt_level"]]
+    if len(level) not in (1, h.channels):
+        level = [sum(level) / len(level)]
+    scale = 2 ** (bits - 8)  # the defaults are 8-bit levels
+    hd.update(belt_level=[v * scale for v in level], threshold=hd["threshold"] * scale)
+    try:
+        new = Station.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(f"the built-in station does not fit this recording: {err['msg']}", path=rec_path,
+                         where=".".join(map(str, err["loc"])) or None,
+                         hint="give a station file with --station") from None
+    new._path = station._path
+    return new
 
 
 def paced(

@@ -492,11 +492,14 @@ def test_contract_model_end_to_end_and_thresholds(tmp_path):
 
 def test_check_fits_channels(baseline: Model, tmp_path):
     baseline.check_fits(2048, 3)
+    # a mono camera feeds a 3-channel model: the grey channel repeated (tests/test_faults_formats.py)
+    baseline.check_fits(2048, 1, tmp_path / "station.toml")
+    assert baseline.feed is not None and baseline.feed.model_channels == 3
     with pytest.raises(ModelError) as e:
-        baseline.check_fits(2048, 1, tmp_path / "station.toml")
+        baseline.check_fits(2048, 4, tmp_path / "station.toml")
     msg = str(e.value)
-    assert "model input channels 3 does not fit camera.channels = 1" in msg
-    assert "station.toml" in msg
+    assert "the model takes 3 channel(s), the camera gives 4" in msg
+    assert "station.toml" in msg and str(baseline.path) in msg
 
 
 def test_check_fits_fixed_size(tmp_path):

@@ -2,6 +2,8 @@
 
 - ``Model.load(cfg)``: open a model (``builtin:<name>`` or an .onnx file), read its contract
   (``ModelContract``) from ``metadata_props``, choose the execution provider; ``model.infer(tiles)``.
+- ``InputFeed`` (``feed``): the camera's tiles -> the model's input (mono into 3 channels, 12/16-bit
+  samples into uint8 or float), chosen once by ``Model.for_station`` / ``check_fits``.
 - ``model.run_maps(tiles)``: the first stage, raw outputs -> the family's named maps
   (``SegmentationMaps``, ``AnomalyMaps``, ``Boxes``, ``TileScores``).
 - ``DECODERS``: per model family (segmentation, yolo/detection, anomaly, classification) the
@@ -19,13 +21,14 @@ if TYPE_CHECKING:
     from .baseline import build_baseline
     from .contract import InputSpec, ModelContract
     from .decoders import DECODERS, Decoder
+    from .feed import InputFeed
     from .maps import AnomalyMaps, Boxes, DenseMaps, Maps, SegmentationMaps, TileScores
     from .model import Model
     from .registry import BUILTIN_MODELS, BUILTINS, DEFAULT_MODEL
 
 __all__ = [
     "AnomalyMaps", "BUILTINS", "BUILTIN_MODELS", "Boxes", "DECODERS", "DEFAULT_MODEL", "Decoder", "DenseMaps",
-    "InputSpec", "Maps", "Model", "ModelContract", "SegmentationMaps", "TileScores", "build_baseline",
+    "InputFeed", "InputSpec", "Maps", "Model", "ModelContract", "SegmentationMaps", "TileScores", "build_baseline",
 ]
 
 # Imported on first use (PEP 562), so that ``python -m edge_inspector.inference.baseline``
@@ -34,6 +37,7 @@ _WHERE = {
     "build_baseline": "baseline",
     "InputSpec": "contract", "ModelContract": "contract",
     "DECODERS": "decoders", "Decoder": "decoders",
+    "InputFeed": "feed",
     "AnomalyMaps": "maps", "Boxes": "maps", "DenseMaps": "maps", "Maps": "maps", "SegmentationMaps": "maps",
     "TileScores": "maps",
     "Model": "model",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -35,7 +35,7 @@ class InputSpec:
     """What the model's input wants."""
 
     layout: str  # "NHWC" | "NCHW"
-    dtype: str  # numpy dtype name; uint8 NHWC is fed as is, anything else as float / 255
+    dtype: str  # numpy dtype name; how camera samples become it: feed.InputFeed
     channels: int | None  # None: not fixed
     size: tuple[int, int] | None  # (h, w); None: dynamic
     batch: int | None  # fixed batch of the graph; None: dynamic
@@ -54,6 +54,7 @@ class ModelContract:
     min_area_px: float | None  # the model's default, if it gives one
     mm_per_px: float | None  # the resolution it was trained at (informational, not checked)
     metadata: Mapping[str, str] = field(default_factory=dict)  # all metadata_props
+    outputs: tuple[str, ...] = ()  # the graph's output names, in order
 
     @classmethod
     def read(cls, path: Path, decoder: str = "auto") -> "ModelContract":
@@ -69,7 +70,8 @@ class ModelContract:
         graph_input = next((i for i in proto.graph.input if i.name not in initializers), None)
         if graph_input is None:
             raise ModelError("not an ONNX model (no graph input)", path=path)
-        return cls.parse(props, graph_input, path, decoder)
+        contract = cls.parse(props, graph_input, path, decoder)
+        return replace(contract, outputs=tuple(o.name for o in proto.graph.output))
 
     @classmethod
     def parse(cls, props: dict[str, str], graph_input: onnx.ValueInfoProto, path: Path,
@@ -83,6 +85,8 @@ class ModelContract:
         if any(k.startswith(META) for k in props):
             kind, decoder_name, class_names, layout, dtype, channels, size, out_spec = _from_metadata(
                 props, path, decoder, graph_dtype)
+            channels, size = _check_graph_input(graph_input.name, dims, graph_dtype if elem else None,
+                                                layout, dtype, channels, size, path)
         else:
             kind, decoder_name, class_names, layout, channels, size = _foreign(props, path, decoder, dims,
                                                                               graph_input.name)
@@ -115,6 +119,12 @@ def _from_metadata(props: dict[str, str], path: Path, decoder: str, graph_dtype:
     class_names = _json_meta(props, key, path, list)
     if not all(isinstance(c, str) for c in class_names):
         raise ModelError(f"metadata {key} must list class names as strings", path=path)
+    if not class_names:
+        raise ModelError(f"metadata {key} is empty: list the class names the model's outputs index"
+                         " (anomaly models: [\"anomaly\"])", path=path)
+    dup = sorted({c for c in class_names if class_names.count(c) > 1})
+    if dup:
+        raise ModelError(f"metadata {key} names {', '.join(map(repr, dup))} more than once", path=path)
     key = META + "input"
     if key not in props:
         raise ModelError(f"metadata {key} is missing (JSON: layout, dtype, channels, size)", path=path)
@@ -131,6 +141,30 @@ def _from_metadata(props: dict[str, str], path: Path, decoder: str, graph_dtype:
     out_spec = _json_meta(props, META + "output", path, dict) if META + "output" in props else {}
     decoder_name = KIND_DECODER[kind] if decoder == "auto" else decoder
     return kind, decoder_name, class_names, layout, dtype, channels, size, out_spec
+
+
+def _check_graph_input(name: str, dims: list[int | None], graph_dtype: str | None, layout: str, dtype: str,
+                       channels: int | None, size: list[Any], path: Path) -> tuple[int | None, list[Any]]:
+    """ModelError when ``edge_inspector.input`` contradicts the graph input (type, rank, channels,
+    fixed size); channels and size the metadata leaves open are taken from the graph."""
+    key = META + "input"
+    if graph_dtype is not None and dtype != graph_dtype:
+        raise ModelError(f"metadata {key} says dtype {dtype}, but the graph input {name!r} is {graph_dtype}",
+                         path=path, hint=f"set \"dtype\": \"{graph_dtype}\" and the layout the graph takes")
+    if len(dims) != 4:
+        raise ModelError(f"graph input {name!r} has {len(dims)} dimensions {dims}; the contract needs 4 ({layout})",
+                         path=path, where=key)
+    c_dim, hw = (dims[3], dims[1:3]) if layout == "NHWC" else (dims[1], dims[2:4])
+    if c_dim is not None and channels is not None and c_dim != channels:
+        raise ModelError(f"metadata {key} says {layout} with {channels} channel(s), but the graph input {name!r}"
+                         f" has shape {dims}", path=path,
+                         hint="fix layout and channels to match the graph")
+    for got, said in zip(hw, size):
+        if got is not None and said is not None and got != said:
+            raise ModelError(f"metadata {key} says size {size}, but the graph input {name!r} has shape {dims}",
+                             path=path)
+    return (channels if channels is not None else c_dim,
+            [s if s is not None else g for s, g in zip(size, hw)])
 
 
 def _foreign(props: dict[str, str], path: Path, decoder: str, dims: list[int | None], input_name: str

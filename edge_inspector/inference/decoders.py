@@ -14,6 +14,11 @@ All share the same interface::
 every first stage also finds its outputs by shape when names are not given.
 ``class_id`` in the result indexes ``class_names`` (background is never a class).
 
+Before a model runs on real tiles, ``check_names(graph outputs)`` (at load) refuses an output
+spec that names an output the graph does not have, and ``check_outputs(outputs, batch, tile_hw)``
+(at warm-up) refuses outputs whose shape or type the first stage would misread (a reshape error,
+or pixel values taken for class ids), with an ``OutputMismatch`` naming the output.
+
 A new family: its maps and first stage in ``maps``, a ``Decoder`` subclass here, a row in
 ``DECODERS`` (and in ``KIND_DECODER`` when models name it as their ``edge_inspector.kind``).
 """
@@ -34,10 +39,47 @@ from .maps import (
 M = TypeVar("M", bound=Maps)
 
 
+class OutputMismatch(ValueError):
+    """The model's outputs do not fit its decoder; the message names the output."""
+
+
+def _named(outputs: dict[str, np.ndarray], spec: dict[str, Any], key: str, *fallbacks: str
+           ) -> tuple[str, np.ndarray] | None:
+    """(name, array) of the output ``pick_output`` would take, or None."""
+    name = spec.get(key)
+    for n in ([name] if name is not None else []) + list(fallbacks):
+        if n in outputs:
+            return n, outputs[n]
+    return None
+
+
+def _only_or(outputs: dict[str, np.ndarray], spec: dict[str, Any], key: str, *fallbacks: str
+             ) -> tuple[str, np.ndarray]:
+    """The output a single-output family reads: the only one, else the named one, else the first."""
+    if len(outputs) == 1:
+        return next(iter(outputs.items()))
+    got = _named(outputs, spec, key, *fallbacks)
+    if got is None:
+        raise OutputMismatch(f"outputs {', '.join(map(repr, outputs))}: none is named"
+                             f" {' or '.join(map(repr, fallbacks))}; name the one to read in"
+                             f" edge_inspector.output {{\"{key}\": NAME}}")
+    return got
+
+
+def _per_tile_map(name: str, x: np.ndarray, batch: int, what: str) -> tuple[int, int]:
+    """(h, w) of an output read as one (h, w) map per tile; OutputMismatch otherwise."""
+    if x.ndim < 2 or x.size != batch * x.shape[-2] * x.shape[-1] or (x.ndim > 2 and x.shape[0] != batch):
+        raise OutputMismatch(f"output {name!r} has shape {tuple(x.shape)}; the decoder reads it as {what},"
+                             f" one (h, w) map per tile of a batch of {batch}")
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
 class Decoder(Generic[M]):
     """Common base: thresholds, class names and the output spec."""
 
     name: ClassVar[str] = "base"
+    # keys of the output spec (edge_inspector.output) that name a graph output
+    OUTPUT_KEYS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -51,6 +93,22 @@ class Decoder(Generic[M]):
         self.score_threshold = float(score_threshold)
         self.min_area_px = float(min_area_px)
         self.spec = dict(spec or {})
+
+    def check_names(self, output_names: tuple[str, ...] | list[str]) -> None:
+        """ValueError when the output spec names an output the graph does not have."""
+        for key in self.OUTPUT_KEYS:
+            if key not in self.spec:
+                continue
+            v = self.spec[key]
+            if not isinstance(v, str) or v not in output_names:
+                raise ValueError(
+                    f"{key!r} names output {v!r}, but the model's outputs are "
+                    + ", ".join(repr(n) for n in output_names)
+                )
+
+    def check_outputs(self, outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, int]) -> None:
+        """OutputMismatch when the raw outputs of a ``batch`` do not have the shapes and types the
+        first stage reads (run once at warm-up; the hot path does not repeat it)."""
 
     def to_maps(self, outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, int]) -> M:
         """First stage: the raw outputs of a batch of ``batch`` tiles -> this family's maps."""
@@ -83,6 +141,7 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
     """
 
     name = "segmentation"
+    OUTPUT_KEYS = ("class_map", "score_map", "logits")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,6 +158,34 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
         except (TypeError, KeyError, ValueError):
             raise ValueError(f"output 'large' must be {{\"area_px\": number, \"threshold\": number}}, got {lg!r}")
 
+    def check_outputs(self, outputs, batch, tile_hw):
+        nc = len(self.class_names)
+        cm = _named(outputs, self.spec, "class_map", "class_map")
+        if cm is not None:
+            name, x = cm
+            hw = _per_tile_map(name, x, batch, "the class map")
+            if x.dtype.kind not in "uib":
+                raise OutputMismatch(f"output {name!r} is {x.dtype}; a class map holds class indices (integers)")
+            top = int(x.max()) if x.size else 0
+            if top > nc or (x.dtype.kind == "i" and x.size and int(x.min()) < 0):
+                raise OutputMismatch(f"output {name!r} holds value {top}, but a class map holds 0 (background)"
+                                     f" or 1..{nc}, one per class in edge_inspector.classes")
+            sm = _named(outputs, self.spec, "score_map", "score_map")
+            if sm is not None and _per_tile_map(sm[0], sm[1], batch, "the score map") != hw:
+                raise OutputMismatch(f"output {sm[0]!r} has shape {tuple(sm[1].shape)}, the class map {name!r}"
+                                     f" {tuple(x.shape)}; a score map must match its class map")
+            return
+        got = _named(outputs, self.spec, "logits", "logits", "probabilities", "output")
+        name, x = got if got is not None else next(iter(outputs.items()))
+        if x.dtype.kind != "f" or x.ndim not in (3, 4) or x.shape[0] != batch:
+            raise OutputMismatch(f"output {name!r} is {x.dtype} of shape {tuple(x.shape)}; the decoder reads a"
+                                 f" float (N, C, h, w) or (N, h, w) map for a batch of {batch} (or a"
+                                 " 'class_map' output)")
+        c = x.shape[1] if x.ndim == 4 else 1
+        if c != 1 and c != nc + 1:
+            raise OutputMismatch(f"output {name!r} has {c} channels (background + {c - 1} classes), but the"
+                                 f" model names {nc} class(es); set edge_inspector.classes to the {c - 1} names")
+
     def to_maps(self, outputs, batch, tile_hw):
         return segmentation_maps(outputs, batch, tile_hw, spec=self.spec, score_threshold=self.score_threshold)
 
@@ -108,6 +195,10 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
         if maps.from_probabilities:
             return [components(cm[i], sm[i], scale_yx=scale, score_threshold=self.score_threshold,
                                min_area_px=self.min_area_px) for i in range(len(cm))]
+        nc = len(self.class_names)
+        if cm.size and nc and int(cm.max()) > nc:  # not class ids: refuse rather than drop or misname
+            raise OutputMismatch(f"the class map holds value {int(cm.max())}, but a class map holds 0"
+                                 f" (background) or 1..{nc}, one per class in edge_inspector.classes")
         if cm.dtype != np.uint8:
             cm = cm.astype(np.uint8)
         out = []
@@ -138,6 +229,30 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
     """
 
     name = "anomaly"
+    OUTPUT_KEYS = ("anomaly_map", "pred_mask", "pred_score")
+
+    def check_outputs(self, outputs, batch, tile_hw):
+        amap = _named(outputs, self.spec, "anomaly_map", "anomaly_map")
+        pmask = _named(outputs, self.spec, "pred_mask", "pred_mask")
+        if amap is None and pmask is None:
+            ps = _named(outputs, self.spec, "pred_score", "pred_score")
+            if ps is not None:
+                if ps[1].size < batch or ps[1].size % batch:
+                    raise OutputMismatch(f"output {ps[0]!r} has shape {tuple(ps[1].shape)}; the decoder reads one"
+                                         f" score per tile of a batch of {batch}")
+                return
+            amap = next(iter(outputs.items()))
+        hw = None
+        for got, what in ((amap, "the anomaly map"), (pmask, "the predicted mask")):
+            if got is None:
+                continue
+            if got[1].dtype.kind not in "uifb":
+                raise OutputMismatch(f"output {got[0]!r} is {got[1].dtype}; {what} must be numbers")
+            this = _per_tile_map(got[0], got[1], batch, what)
+            if hw is not None and this != hw:
+                raise OutputMismatch(f"outputs {amap[0]!r} and {pmask[0]!r} differ in size"  # type: ignore[index]
+                                     f" ({hw} and {this})")
+            hw = this
 
     def to_maps(self, outputs, batch, tile_hw):
         return anomaly_maps(outputs, batch, tile_hw, spec=self.spec)
@@ -197,6 +312,14 @@ class ClassificationDecoder(Decoder[TileScores]):
     indexes ``class_names`` as given (the good class included)."""
 
     name = "classification"
+    OUTPUT_KEYS = ("logits",)
+
+    def check_outputs(self, outputs, batch, tile_hw):
+        name, x = _only_or(outputs, self.spec, "logits", "logits", "output")
+        nc = len(self.class_names)
+        if x.dtype.kind != "f" or x.ndim < 1 or x.size != batch * nc or x.shape[0] != batch:
+            raise OutputMismatch(f"output {name!r} is {x.dtype} of shape {tuple(x.shape)}; the decoder reads"
+                                 f" (N, {nc}) scores, one per class in edge_inspector.classes, for a batch of {batch}")
 
     def to_maps(self, outputs, batch, tile_hw):
         return tile_scores(outputs, batch, tile_hw, spec=self.spec, class_names=self.class_names)
@@ -211,6 +334,27 @@ class YoloDecoder(Decoder[Boxes]):
     area filter."""
 
     name = "yolo"
+    OUTPUT_KEYS = ("boxes",)
+    FORMATS = ("ultralytics", "transposed", "end2end")
+
+    def check_outputs(self, outputs, batch, tile_hw):
+        name, x = _only_or(outputs, self.spec, "boxes", "output0")
+        nc = len(self.class_names)
+        fmt = self.spec.get("format")
+        if fmt is not None and fmt not in self.FORMATS:
+            raise OutputMismatch(f"output format {fmt!r} is not one of {', '.join(self.FORMATS)}")
+        shape = tuple(x.shape)
+        fits = {
+            "ultralytics": len(shape) == 3 and shape[1] == 4 + nc,
+            "transposed": len(shape) == 3 and shape[2] == 4 + nc,
+            "end2end": len(shape) == 3 and shape[2] == 6,
+        }
+        fits_any = fits[fmt] if fmt else any(fits.values())
+        if x.dtype.kind != "f" or len(shape) != 3 or shape[0] != batch or not fits_any:
+            raise OutputMismatch(
+                f"output {name!r} is {x.dtype} of shape {shape}; the decoder reads float (N, 4+nc, anchors),"
+                f" (N, anchors, 4+nc) with nc = {nc} (the classes the model names), or end-to-end (N, k, 6),"
+                f" for a batch of {batch}" + (f" (format {fmt!r})" if fmt else ""))
 
     def to_maps(self, outputs, batch, tile_hw):
         return yolo_boxes(outputs, batch, tile_hw, spec=self.spec, n_classes=len(self.class_names),

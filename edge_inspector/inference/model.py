@@ -5,6 +5,12 @@ the file's ``metadata_props``, picks the decoder, opens an ONNX Runtime session 
 execution provider of ``cfg.providers`` that is available (and says in the log which one really
 runs), and refuses a fallback when ``cfg.require_provider`` is set.
 
+``Model.for_station(station)`` then fits it to the camera (``check_fits``: tile size, and the
+input mapping of ``feed.InputFeed``: mono into a 3-channel model, 12/16-bit samples into a uint8
+or float model) and warms it up on batches of the real shape, checking that its outputs fit the
+decoder; anything that cannot work ends there, before the first line is read, as a ``ModelError``
+naming the model file and the key or output.
+
 Inference runs in two stages: ``model.run_maps(tiles)`` turns the raw outputs into the family's
 named maps (``maps``: segmentation, anomaly, boxes, tile scores), and the decoder turns those into
 ``Detections`` (``infer``) or, for ``edge-inspector eval-model``, into dense score and class maps
@@ -24,7 +30,8 @@ from ..config import ModelCfg, Station
 from ..detections import Detections
 from ..errors import ModelError
 from .contract import META, ModelContract
-from .decoders import DECODERS, Decoder
+from .decoders import DECODERS, Decoder, OutputMismatch
+from .feed import MODEL_DTYPES, InputFeed, sample_bits
 from .maps import Maps
 from .registry import builtin_path
 
@@ -69,6 +76,8 @@ class Model:
         self.provider: str = session.get_providers()[0]
         self.input_name: str = session.get_inputs()[0].name
         self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        # camera samples -> model input; set by check_fits, else planned per batch from its tiles
+        self.feed: InputFeed | None = None
 
     @property
     def kind(self) -> str:
@@ -104,6 +113,9 @@ class Model:
             raise ModelError("model file not found", path=path, where="model.path",
                              hint="give an .onnx file, or builtin:default")
         contract = ModelContract.read(path, cfg.decoder)
+        if contract.input.dtype not in MODEL_DTYPES:
+            raise ModelError(f"input type {contract.input.dtype} is not supported (one of {', '.join(MODEL_DTYPES)})",
+                             path=path, where=f"{META}input")
         # the station's settings win over the model's defaults
         score_threshold = (
             cfg.score_threshold if cfg.score_threshold is not None
@@ -118,7 +130,8 @@ class Model:
                 class_names=list(contract.classes), score_threshold=score_threshold,
                 min_area_px=min_area_px, spec=dict(contract.output),
             )
-        except ValueError as e:  # an output spec the decoder cannot read
+            decoder.check_names(contract.outputs)
+        except ValueError as e:  # an output spec the decoder cannot read, or names no output has
             raise ModelError(f"metadata {META}output: {e}", path=path) from None
         session = cls._session(cfg, path)
         return cls(path=path, session=session, contract=contract, decoder=decoder,
@@ -170,19 +183,29 @@ class Model:
         """The station's model (or ``model_path``), checked against its tiles and warmed up."""
         cfg = station.model if model_path is None else station.model.model_copy(update={"path": model_path})
         model = cls.load(cfg, resolve=station.resolve)
-        model.check_fits(station.tiling.tile, station.camera.channels, cfg.path)
+        model.fit_station(station)
         model.warmup(*station_batch(station))
-        log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names)
+        log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names,
+                 input=model.feed.describe() if model.feed else None)
         return model
 
-    def check_fits(self, tile: int, channels: int, path_for_errors: str | Path | None = None) -> None:
-        """ModelError when the model's input channels or fixed size do not fit camera / tiling."""
-        if self.input_channels is not None and self.input_channels != channels:
-            raise ModelError(
-                f"model input channels {self.input_channels} does not fit camera.channels = {channels}",
-                path=path_for_errors, where="camera.channels",
-                hint=f"use a {channels}-channel model in model.path ({self.path})",
-            )
+    def fit_station(self, station: Station) -> None:
+        """``check_fits`` with the station's tile and camera (channels, sample type, bit depth from
+        ``camera.pixel_format``)."""
+        cam = station.camera
+        self.check_fits(station.tiling.tile, cam.channels, station._path, dtype=cam.dtype,
+                        bits=sample_bits(cam.pixel_format, cam.dtype))
+
+    def check_fits(self, tile: int, channels: int, path_for_errors: str | Path | None = None, *,
+                   dtype: str = "uint8", bits: int | None = None) -> None:
+        """ModelError when the model's input cannot take the camera's tiles (``channels`` x ``dtype``
+        with ``bits`` significant bits; see ``feed.InputFeed``) or its fixed size does not fit the
+        tiling; otherwise the input mapping is set (``self.feed``). ``path_for_errors``: the file
+        that sets the camera and tiling (the station), named beside the model file."""
+        where = f"camera.channels ({path_for_errors})" if path_for_errors else "camera.channels"
+        self.feed = InputFeed.plan(model_channels=self.input_channels, model_dtype=self.input_dtype,
+                                   layout=self.input_layout, channels=channels, dtype=dtype, bits=bits,
+                                   path=self.path, where=where)
         if self.input_size is not None and tuple(self.input_size) != (tile, tile):
             h, w = self.input_size
             raise ModelError(
@@ -192,51 +215,111 @@ class Model:
             )
 
     def _feed(self, tiles: np.ndarray) -> np.ndarray:
-        if self.input_layout == "NHWC" and self.input_dtype == "uint8":
-            return tiles if tiles.flags.c_contiguous else np.ascontiguousarray(tiles)
-        # foreign models: float NCHW scaled to 0..1 (ultralytics, anomalib convention)
-        x = tiles.transpose(0, 3, 1, 2) if self.input_layout == "NCHW" else tiles
-        return np.ascontiguousarray(x, dtype=np.dtype(self.input_dtype)) * (
-            np.float32(1 / 255) if self.input_dtype.startswith("float") else 1
-        )
+        feed = self.feed or InputFeed.plan(
+            model_channels=self.input_channels, model_dtype=self.input_dtype, layout=self.input_layout,
+            channels=tiles.shape[-1], dtype=tiles.dtype.name, path=self.path)
+        return feed(tiles)
 
     def run_raw(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs by name for a (B, H, W, C) batch (no decoding)."""
+        """Raw outputs by name for a (B, H, W, C) camera batch (no decoding)."""
         feed = self._feed(tiles)
         outs = self.session.run(self.output_names, {self.input_name: feed})
         return dict(zip(self.output_names, outs))
 
-    def run_maps(self, tiles: np.ndarray) -> Maps:
-        """First stage for a (B, H, W, C) uint8 batch: the decoder's named maps (``maps``) of the raw
-        outputs. A model with a fixed batch runs in calls of that batch, the last one padded
-        (the padding's maps are dropped)."""
+    def run_maps(self, tiles: np.ndarray, *, check: bool = False) -> Maps:
+        """First stage for a (B, H, W, C) camera batch (uint8, or uint16 after ``check_fits``): the
+        decoder's named maps (``maps``) of the raw outputs. A model with a fixed batch runs in
+        calls of that batch, the last one padded (the padding's maps are dropped). ``check``:
+        ValueError when the raw outputs do not fit the decoder (``Decoder.check_outputs``)."""
         tiles = _batch(tiles, "run_maps")
         b, h, w, _ = tiles.shape
         step = self.fixed_batch or b
         if step == b:
-            return self.decoder.to_maps(self.run_raw(tiles), b, (h, w))
+            raw = self.run_raw(tiles)
+            if check:
+                self.decoder.check_outputs(raw, b, (h, w))
+            return self.decoder.to_maps(raw, b, (h, w))
         parts = []
         for i in range(0, max(b, 1), step):  # an empty batch: one padded call, no maps
             part = tiles[i : i + step]
             n = len(part)
             if n < step:  # pad the last call to the fixed batch
                 part = np.concatenate([part, np.zeros((step - n,) + part.shape[1:], part.dtype)])
-            parts.append(self.decoder.to_maps(self.run_raw(part), step, (h, w)).head(n))
+            raw = self.run_raw(part)
+            if check:
+                self.decoder.check_outputs(raw, step, (h, w))
+            parts.append(self.decoder.to_maps(raw, step, (h, w)).head(n))
         return type(parts[0]).concat(parts)
 
     def infer(self, tiles: np.ndarray) -> list[Detections]:
-        """Detections (tile px) for each tile of a (B, H, W, C) uint8 batch."""
-        return self.decoder.to_detections(self.run_maps(_batch(tiles, "infer")))
+        """Detections (tile px) for each tile of a (B, H, W, C) camera batch. ModelError when the
+        model gives a class id its ``edge_inspector.classes`` does not name (a run stops with it
+        rather than report defects of a class "100")."""
+        try:
+            dets = self.decoder.to_detections(self.run_maps(_batch(tiles, "infer")))
+        except OutputMismatch as e:
+            raise ModelError(str(e), path=self.path, where=f"{META}output ({self.decoder.name} decoder)") from None
+        self._check_class_ids(dets)
+        return dets
+
+    def _check_class_ids(self, dets: list[Detections]) -> None:
+        n = len(self.class_names)
+        for d in dets:
+            if len(d) and (int(d.class_id.min()) < 0 or int(d.class_id.max()) >= n):
+                bad = int(d.class_id.max()) if int(d.class_id.max()) >= n else int(d.class_id.min())
+                raise ModelError(
+                    f"the outputs ({', '.join(self.output_names)}) give class id {bad}, but"
+                    f" {META}classes names {n} class(es) (ids 0..{n - 1})", path=self.path,
+                    hint="the outputs are not what the metadata says (a class map of pixel values?)",
+                )
 
     def warmup(self, tile: int = 256, batch: int = 1, runs: int = 2) -> None:
-        """Inferences on a blank batch of the real shape before real tiles: ONNX Runtime sizes its
+        """Inferences on batches of the real shape before real tiles: ONNX Runtime sizes its
         memory arena and picks kernels on the first calls of a shape (on 2 CPU cores the first two
-        calls with a strip of 2048² tiles took 1.6 and 3.7 s against 0.56 s after)."""
+        calls with a strip of 2048² tiles took 1.6 and 3.7 s against 0.56 s after).
+
+        The batches alternate between blank and a ramp over the camera's whole value range, and
+        the first of each kind is checked: ONNX Runtime must take the input, the outputs must fit
+        the decoder (``Decoder.check_outputs``) and every class id must be one the model names.
+        Anything else is a ModelError naming the model file, before a line is read."""
         h, w = self.input_size or (tile, tile)
-        c = self.input_channels or 3
-        x = np.zeros((self.fixed_batch or batch, h, w, c), np.uint8)
-        for _ in range(runs):
-            self.infer(x)
+        n = self.fixed_batch or batch
+        feed = self.feed or InputFeed.plan(model_channels=self.input_channels, model_dtype=self.input_dtype,
+                                           layout=self.input_layout, channels=self.input_channels or 3,
+                                           dtype="uint8", path=self.path)
+        shape = (n, h, w, feed.camera_channels)
+        ramp = np.empty(shape, feed.camera_dtype)
+        ramp[:] = np.linspace(0, 2 ** feed.bits - 1, w).astype(feed.camera_dtype)[None, None, :, None]
+        batches = (np.zeros(shape, feed.camera_dtype), ramp)
+        for i in range(max(runs, 2)):
+            x = batches[i % 2]
+            if i >= 2:
+                self.infer(x)
+                continue
+            self._checked_infer(x)
+
+    def _checked_infer(self, x: np.ndarray) -> None:
+        """``infer`` with every failure turned into one ModelError line naming the model file."""
+        what = f"a ({', '.join(map(str, x.shape))}) {x.dtype} batch"
+        try:
+            dets = self.decoder.to_detections(self.run_maps(x, check=True))
+        except ModelError:
+            raise
+        except OutputMismatch as e:
+            raise ModelError(str(e), path=self.path, where=f"{META}output ({self.decoder.name} decoder)") from None
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors, reshape/IndexError of a decoder
+            raise self._failed(e, what) from None
+        self._check_class_ids(dets)
+
+    def _failed(self, e: Exception, what: str) -> ModelError:
+        first = (str(e).strip().splitlines() or [""])[0]
+        if not type(e).__module__.startswith("onnxruntime"):
+            return ModelError(f"the {self.decoder.name} decoder cannot read the outputs"
+                              f" ({', '.join(self.output_names)}) of {what}: {type(e).__name__}: {first}",
+                              path=self.path, where=f"{META}output")
+        fed = f" ({self.feed.describe()})" if self.feed else ""
+        return ModelError(f"ONNX Runtime cannot run the model on {what}{fed}: {first}", path=self.path,
+                          where=f"{META}input")
 
     def __repr__(self) -> str:
         return (f"Model({self.path.name}, kind={self.kind}, classes={self.class_names},"
