@@ -135,7 +135,13 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], color: tuple[int, int, 
 def _thumb_bgr(thumb: np.ndarray) -> np.ndarray:
     t = np.asarray(thumb)
     if t.dtype != np.uint8:
-        t = (t >> 8).astype(np.uint8) if t.dtype == np.uint16 else np.clip(t, 0, 255).astype(np.uint8)
+        if t.dtype == np.uint16:
+            # 12-bit (Mono12) or 16-bit samples: shift by the bits the picture really uses, so a
+            # 12-bit hide is not drawn nearly black.
+            shift = max(8, int(t.max()).bit_length() if t.size else 8) - 8
+            t = (t >> shift).astype(np.uint8)
+        else:
+            t = np.clip(t, 0, 255).astype(np.uint8)
     if t.ndim == 2 or (t.ndim == 3 and t.shape[2] == 1):
         return cv2.cvtColor(t.reshape(t.shape[0], t.shape[1]), cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(np.ascontiguousarray(t[:, :, :3]), cv2.COLOR_RGB2BGR)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_inspector.cli import build_parser, main
@@ -152,3 +153,13 @@ def test_synth_mono_recording_gets_one_belt_level(tmp_path: Path) -> None:
     assert cfg.belt_level == (40.0,) and not cfg.problems()
     write_recording(tmp_path / "mono.raw", cfg)
     assert (tmp_path / "mono.raw").stat().st_size > 0
+
+
+def test_a_12_bit_hide_map_thumbnail_is_not_drawn_black() -> None:
+    from edge_inspector.hidemap import _thumb_bgr
+
+    mono12 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 64)  # 0..4032: a 12-bit ramp
+    bgr = _thumb_bgr(mono12)
+    assert bgr.dtype == np.uint8 and bgr.max() >= 250 and bgr[0, 0, 0] == 0
+    rgb16 = np.full((4, 4, 3), 65535, np.uint16)
+    assert _thumb_bgr(rgb16).min() == 255
