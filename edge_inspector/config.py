@@ -152,6 +152,10 @@ class ModelCfg(BaseModel):
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     require_provider: bool = Field(False, description="refuse to run on anything but providers[0]")
+    cpu_runtime: Literal["auto", "openvino", "onnxruntime"] = Field(
+        "auto", description="on the CPU: auto = OpenVINO when installed (faster), else ONNX Runtime")
+    cpu_precision: Literal["f32", "bf16"] = Field(
+        "f32", description="OpenVINO CPU precision; bf16 is faster on CPUs with AVX-512 BF16 but moves scores")
     score_threshold: float | None = Field(None, ge=0, le=1, description="None: the model's default")
     min_area_px: int | None = Field(
         None, ge=0, description="smallest detection in tile px; None: the model's default"

@@ -21,6 +21,7 @@ from edge_inspector.detections import Detections
 from edge_inspector.errors import ModelError
 from edge_inspector.inference import BUILTIN_MODELS, DECODERS, DEFAULT_MODEL, Model, build_baseline
 from edge_inspector.inference.baseline import BASELINE_PATH
+from edge_inspector.inference.runtime import openvino_available
 
 CPU = ["CPUExecutionProvider"]
 
@@ -61,7 +62,8 @@ def belt_right_of(img: np.ndarray, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def baseline() -> Model:
-    return Model.load(ModelCfg(path="builtin:baseline", providers=CPU))
+    # ONNX Runtime's CPU provider as the reference runtime (tests/test_runtime.py compares OpenVINO to it)
+    return Model.load(ModelCfg(path="builtin:baseline", providers=CPU, cpu_runtime="onnxruntime"))
 
 
 # ------------------------------------------------------------------ baseline model
@@ -523,10 +525,11 @@ def test_provider_fallback_is_logged():
     running = ort.get_available_providers()
     if "CUDAExecutionProvider" in running:
         pytest.skip("CUDA is available here; the fallback case needs a CPU-only machine")
-    assert m.provider == "CPUExecutionProvider"
+    cpu = "OpenVINO:CPU" if openvino_available() else "CPUExecutionProvider"  # the fastest CPU runtime present
+    assert m.provider == cpu
     events = {e["event"]: e for e in logs}
     assert events["provider_unavailable"]["provider"] == "CUDAExecutionProvider"
-    assert events["model_session"]["provider"] == "CPUExecutionProvider"
+    assert events["model_session"]["provider"] == cpu
 
 
 def test_require_provider_refuses_fallback():

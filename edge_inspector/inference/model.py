@@ -2,8 +2,9 @@
 
 ``Model.load(cfg)`` reads the model contract (``contract.ModelContract``, docs/models.md) from
 the file's ``metadata_props``, picks the decoder, opens an ONNX Runtime session on the first
-execution provider of ``cfg.providers`` that is available (and says in the log which one really
-runs), and refuses a fallback when ``cfg.require_provider`` is set.
+runtime of ``cfg.providers`` that is present (``runtime.open_session``: an ONNX Runtime provider,
+or OpenVINO for the CPU when installed; the log says which one really runs), and refuses a fallback
+when ``cfg.require_provider`` is set.
 
 ``Model.for_station(station)`` then fits it to the camera (``check_fits``: tile size, and the
 input mapping of ``feed.InputFeed``: mono into a 3-channel model, 12/16-bit samples into a uint8
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import onnxruntime as ort
 import structlog
 
 from ..config import ModelCfg, Station
@@ -34,6 +34,7 @@ from .decoders import DECODERS, Decoder, OutputMismatch
 from .feed import MODEL_DTYPES, InputFeed, sample_bits
 from .maps import Maps
 from .registry import builtin_path
+from .runtime import Session, open_session
 
 log = structlog.get_logger(__name__)
 
@@ -53,13 +54,13 @@ def station_batch(station: Station) -> tuple[int, int]:
 
 
 class Model:
-    """A loaded defect model: its contract, the decoder and the ONNX Runtime session."""
+    """A loaded defect model: its contract, the decoder and the runtime session (runtime.py)."""
 
     def __init__(
         self,
         *,
         path: Path,
-        session: ort.InferenceSession,
+        session: Session,
         contract: ModelContract,
         decoder: Decoder[Any],
         score_threshold: float,
@@ -73,9 +74,9 @@ class Model:
         self.score_threshold = score_threshold
         self.min_area_px = min_area_px
         self.metadata: dict[str, str] = dict(contract.metadata)
-        self.provider: str = session.get_providers()[0]
-        self.input_name: str = session.get_inputs()[0].name
-        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        self.provider: str = session.provider
+        self.input_name: str = session.input_name
+        self.output_names: list[str] = list(session.output_names)
         # camera samples -> model input; set by check_fits, else planned per batch from its tiles
         self.feed: InputFeed | None = None
 
@@ -133,48 +134,9 @@ class Model:
             decoder.check_names(contract.outputs)
         except ValueError as e:  # an output spec the decoder cannot read, or names no output has
             raise ModelError(f"metadata {META}output: {e}", path=path) from None
-        session = cls._session(cfg, path)
+        session = open_session(cfg, path)
         return cls(path=path, session=session, contract=contract, decoder=decoder,
                    score_threshold=score_threshold, min_area_px=min_area_px)
-
-    @staticmethod
-    def _session(cfg: ModelCfg, path: Path) -> ort.InferenceSession:
-        available = ort.get_available_providers()
-        wanted = list(cfg.providers) or ["CPUExecutionProvider"]
-        providers = []
-        for p in wanted:
-            if p in available:
-                providers.append(p)
-            else:
-                log.warning("provider_unavailable", provider=p, available=available, model=str(path))
-        if cfg.require_provider and wanted[0] not in providers:
-            raise ModelError(
-                f"execution provider {wanted[0]} is not available in this onnxruntime"
-                f" (available: {', '.join(available)})", path=path, where="model.providers",
-                hint="install the matching onnxruntime build, or set model.require_provider = false",
-            )
-        if not providers:
-            log.warning("provider_fallback", wanted=wanted, using="CPUExecutionProvider")
-            providers = ["CPUExecutionProvider"]
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if cfg.intra_op_threads:
-            so.intra_op_num_threads = cfg.intra_op_threads
-        so.log_severity_level = 3  # ONNX Runtime's own warnings go to stderr otherwise
-        try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as e:
-            raise ModelError(f"ONNX Runtime cannot open the model: {e}", path=path) from None
-        running = session.get_providers()[0]
-        if running != wanted[0]:
-            log.warning("provider_fallback", wanted=wanted[0], provider=running, model=str(path))
-        if cfg.require_provider and running != wanted[0]:
-            raise ModelError(
-                f"runs on {running}, not on {wanted[0]}", path=path, where="model.providers",
-                hint="model.require_provider = true refuses a fallback",
-            )
-        log.info("model_session", model=str(path), provider=running, providers=session.get_providers())
-        return session
 
     # ---------------------------------------------------------------- use
 

@@ -1,0 +1,102 @@
+"""Runtimes: OpenVINO on the CPU when installed (same ONNX file, same decoders), ONNX Runtime otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_inspector.config import ModelCfg
+from edge_inspector.errors import ModelError
+from edge_inspector.evaluation.model_eval import tile_maps
+from edge_inspector.inference import Model
+from edge_inspector.inference.runtime import openvino_available
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed")
+CPU = ["CPUExecutionProvider"]
+
+
+def leather(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(120, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    img[h // 3 : h // 3 + 9, w // 2 : w // 2 + 9] = 20  # a dark defect
+    img[2 * h // 3 : 2 * h // 3 + 4, w // 4 : w // 4 + 60] = 230  # a bright scratch
+    return img
+
+
+@needs_openvino
+@pytest.mark.parametrize("name", ["baseline", "default", "unet"])
+def test_openvino_gives_the_same_maps_and_detections_as_onnx_runtime(name: str) -> None:
+    ort_m = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU, cpu_runtime="onnxruntime"))
+    ov_m = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU))
+    assert ort_m.provider == "CPUExecutionProvider" and ov_m.provider == "OpenVINO:CPU"
+    tiles = np.stack([leather(512, 512, 1), leather(512, 512, 2)])
+    a, b = tile_maps(ort_m, tiles), tile_maps(ov_m, tiles)
+    # f32 on both: scores within one uint8 level (1/255), on all but a handful of pixels
+    diff = np.abs(a.score - b.score)
+    assert diff.max() <= 2 / 255 + 1e-6 and (diff > 1 / 255 + 1e-6).mean() < 1e-4
+    da, db = ort_m.infer(tiles), ov_m.infer(tiles)
+    assert [len(d) for d in da] == [len(d) for d in db]
+    for x, y in zip(da, db):
+        assert np.array_equal(x.class_id, y.class_id)
+        assert np.allclose(x.xyxy, y.xyxy, atol=4.0)
+
+
+@needs_openvino
+def test_openvino_named_in_providers_and_the_onnx_runtime_choice() -> None:
+    assert Model.load(ModelCfg(path="builtin:baseline", providers=["OpenVINO"])).provider == "OpenVINO:CPU"
+    m = Model.load(ModelCfg(path="builtin:baseline", providers=["OpenVINO", "CPUExecutionProvider"],
+                            cpu_runtime="onnxruntime"))
+    assert m.provider == "CPUExecutionProvider"  # cpu_runtime = "onnxruntime" keeps OpenVINO out
+    # a new input shape compiles once more and still runs
+    m = Model.load(ModelCfg(path="builtin:baseline", providers=CPU))
+    assert [len(d) for d in m.infer(leather(256, 256, 3)[None])] == [len(d) for d in
+                                                                     m.infer(leather(256, 256, 3)[None])]
+    assert len(m.infer(np.stack([leather(320, 320, 4)] * 3))) == 3
+
+
+def test_without_the_openvino_package_onnx_runtime_runs_and_the_fallback_is_logged(tmp_path: Path) -> None:
+    """A real failed import of openvino (a blocking module first on the path), not a mock."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "openvino.py").write_text("raise ImportError('openvino blocked for this test')\n")
+    code = textwrap.dedent("""
+        import json, sys
+        from structlog.testing import capture_logs
+        from edge_inspector.config import ModelCfg
+        from edge_inspector.errors import ModelError
+        from edge_inspector.inference import Model
+        with capture_logs() as logs:
+            m = Model.load(ModelCfg(path="builtin:baseline", providers=["OpenVINO", "CPUExecutionProvider"]))
+        try:
+            Model.load(ModelCfg(path="builtin:baseline", cpu_runtime="openvino"))
+            refused = ""
+        except ModelError as e:
+            refused = str(e)
+        print(json.dumps({"provider": m.provider, "events": [e["event"] for e in logs],
+                          "unavailable": [e.get("provider") for e in logs if e["event"] == "provider_unavailable"],
+                          "refused": refused}))
+    """)
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{block}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["provider"] == "CPUExecutionProvider"
+    assert r["unavailable"] == ["OpenVINO"]
+    assert "model.cpu_runtime" in r["refused"] and "openvino package is not installed" in r["refused"]
+
+
+def test_require_provider_refuses_a_missing_openvino_fallback(tmp_path: Path) -> None:
+    if openvino_available():
+        with pytest.raises(ModelError, match="CUDAExecutionProvider"):
+            Model.load(ModelCfg(path="builtin:baseline", providers=["CUDAExecutionProvider", "OpenVINO"],
+                                require_provider=True))
+    m = Model.load(ModelCfg(path="builtin:baseline", providers=CPU, require_provider=True))
+    assert m.provider in ("OpenVINO:CPU", "CPUExecutionProvider")
