@@ -11,6 +11,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,85 @@ def test_a_failing_source_ends_every_pipeline_thread_before_join_returns() -> No
     with pytest.raises(RuntimeError, match="CRC"):
         pipeline.join()
     assert [t.name for t in pipeline._threads if t.is_alive()] == []
+
+
+# -------------------------------------------------------------------------------- case 13
+
+
+def _runs(out: Path) -> list[tuple[int, str]]:
+    con = sqlite3.connect(out / "results.sqlite")
+    try:
+        return con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_second_replay_into_a_used_folder_is_refused_and_overwrite_replaces_it(recording, tmp_path: Path,
+                                                                                  capsys) -> None:
+    rec, st, _ = recording
+    out = tmp_path / "run"
+    first, _ = _replay(rec, st, out)
+    capsys.readouterr()
+    assert main(["replay", str(rec), "--station", str(st), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "earlier run" in err[0] and "--overwrite" in err[0]
+    assert json.loads((out / "summary.json").read_text()) == first and _runs(out) == [(1, "finished")]
+    # --overwrite: the earlier results go, the new run stands alone (no hide files of two runs)
+    (out / "hides" / "hide-0099.json").write_text("{}")  # a stale file of some earlier run
+    second, hides = _replay(rec, st, out, "--overwrite")
+    assert _runs(out) == [(1, "finished")] and second["run_id"] == 1
+    assert [h["hide_id"] for h in hides] == [1, 2]
+
+
+def test_a_folder_another_run_writes_into_is_refused(recording, tmp_path: Path, capsys) -> None:
+    rec, st, _ = recording
+    out = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from edge_inspector.runfolder import "
+         "FolderLock; FolderLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert main(["replay", str(rec), "--station", str(st), "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and str(out) in err
+        assert not (out / "results.sqlite").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died (as with SIGKILL): the kernel let its lock go, the folder is free
+    _replay(rec, st, out)
+
+
+def test_a_killed_live_run_is_marked_crashed_and_the_restart_writes_its_own_files(tmp_path: Path) -> None:
+    """The systemd unit restarts `edge-inspector run` into the same state folder after a crash."""
+    station = tmp_path / "viky.toml"
+    station.write_text((REPO / "configs" / "stations" / "viky-sim.toml").read_text() + "\n[events]\nenabled = false\n")
+    out = tmp_path / "state"
+    cmd = [sys.executable, "-m", "edge_inspector.cli", "run", "--station", str(station), "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        for _ in range(1200):  # until the first hide is written (a hang guard, not a time limit)
+            if list((out / "hides").glob("hide-*.json")) or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None and list((out / "hides").glob("hide-*.json"))
+        first.kill()  # SIGKILL: no drain, no summary, the run row stays "running"
+        first.wait()
+    finally:
+        first.kill()
+    assert _runs(out) == [(1, "running")] and not (out / "summary.json").exists()
+    killed_hides = sorted(p.name for p in (out / "hides").glob("hide-*.json"))
+    r = subprocess.run([*cmd, "--seconds", "1.5"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert _runs(out) == [(1, "crashed"), (2, "finished")]
+    # the killed run's files are kept in their own place; the folder holds only the new run's
+    kept = out / "runs" / "run-0001"
+    assert sorted(p.name for p in (kept / "hides").glob("hide-*.json")) == killed_hides
+    assert json.loads((out / "summary.json").read_text())["run_id"] == 2
+    assert {json.loads(p.read_text())["run_id"] for p in (out / "hides").glob("hide-*.json")} <= {2}
+    con = sqlite3.connect(out / "results.sqlite")
+    paths = con.execute("SELECT run_id, json_path FROM hides").fetchall()
+    con.close()
+    assert all((out / p).is_file() for _, p in paths)
+    assert all(p.startswith("runs/run-0001/") == (rid == 1) for rid, p in paths)
