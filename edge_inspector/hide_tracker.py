@@ -97,10 +97,6 @@ class HideTracker:
             return self._cur.first_row_line
         return None
 
-    @property
-    def open_hide_id(self) -> int:
-        return self._next_id
-
     def locate(self, line: float, x: float, margin_px: float) -> tuple[int | None, bool]:
         """Which hide holds pixel (x, line), and whether it lies ``margin_px`` inside its outline.
 

@@ -64,16 +64,20 @@ class FolderLock:
                 _held[key][1] += 1
                 self._taken = True
                 return
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise InputError(f"cannot create the run lock: {e.strerror}", path=self.path) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise InputError(f"another edge-inspector run (pid {holder}) writes into this folder",
                                      path=self.folder, hint="wait for it to end, or choose another --out folder") from None
-                raise
+                raise InputError(f"cannot lock the run folder: {e.strerror}", path=self.path,
+                                 hint="results need a local file system with flock(2)") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             _held[key] = [fd, 1]
@@ -124,7 +128,10 @@ def claim_for_replay(folder: Path, overwrite: bool) -> None:
     from .store import mark_crashed_runs
 
     folder = Path(folder)
-    mark_crashed_runs(folder)
+    try:
+        mark_crashed_runs(folder)
+    except InputError:  # an unreadable results.sqlite: refused or removed below like any result
+        pass
     found = earlier_results(folder)
     if not found:
         return
