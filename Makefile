@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	mkdir -p $(RUN)
 	$(EI) synth -o $(RUN)/hides.raw --hides $(HIDES) --seed $(SEED)
-	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --realtime --plc sim
+	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --overwrite --realtime --plc sim
 	$(EI) eval $(RUN) --truth $(RUN)/hides.raw.gt.json
 
 test: $(STAMP)

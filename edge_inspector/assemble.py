@@ -170,7 +170,6 @@ class Assembler:
         self.counters = AssemblyCounters()
         self.listener = listener
         self.clock = clock if clock is not None else LineClock(station.camera.line_rate_hz)
-        self._started_hide: int | None = None
         margin_mm = station.hide_detection.edge_margin_mm
         self._margin_px = margin_mm / min(station.camera.mm_per_px, station.camera.mm_per_line)
 
@@ -190,13 +189,14 @@ class Assembler:
     def handle(self, msg: AssemblyMessage) -> None:
         if isinstance(msg, LineSamples):
             self.tracker.push(msg)
-            first = self.tracker.open_hide_first_line
-            if first is not None and self._started_hide != self.tracker.open_hide_id:
-                self._started_hide = self.tracker.open_hide_id
+            # every hide confirmed by these samples, also one that already ended within them
+            for hide_id, first in self.tracker.take_started():
                 if self.listener is not None:
-                    self.listener.hide_start(self._started_hide, first, self.clock.now())
+                    self.listener.hide_start(hide_id, first, self.clock.now())
             self._release_hides()
         elif isinstance(msg, Uninspected):
+            if msg.reason == "lost":  # no samples for these lines: the hide tracker must know
+                self.tracker.lost(msg.first_line, msg.end_line)
             self.uninspected.append(msg)
             log.warning("uninspected", first_line=msg.first_line, end_line=msg.end_line, reason=msg.reason)
             if self.listener is not None:
@@ -343,15 +343,21 @@ class Assembler:
             if self.on_defect is not None:
                 self.on_defect(d)
         h.defects = sorted(mine, key=lambda d: d.defect_id)
-        # uninspected stretches within the hide
-        lost_lines = 0
+        # uninspected stretches within the hide; lines in several stretches count once
+        spans: list[tuple[int, int]] = []
         for u in self.uninspected:
             a, b = max(u.first_line, h.first_line), min(u.end_line, h.last_line + 1)
             if b > a:
-                lost_lines += b - a
+                spans.append((a, b))
                 h.uninspected.append(
                     UninspectedRegion(a, b, u.reason, (float(self.geo.along_mm(a)), float(self.geo.along_mm(b))))
                 )
+        lost_lines, end = 0, h.first_line
+        for a, b in sorted(spans):
+            a = max(a, end)
+            if b > a:
+                lost_lines += b - a
+                end = b
         h.inspected_fraction = max(0.0, 1.0 - lost_lines / max(1, h.n_lines))
         self.uninspected = [u for u in self.uninspected if u.end_line > h.last_line]
         self.counters.hides += 1

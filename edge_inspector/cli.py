@@ -77,7 +77,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         stats, summary = replay(
             Path(a.recording), station, out, station_given=a.station is not None, realtime=a.realtime,
             model_path=a.model, verify_crc=not a.no_verify, skip_corrupt=a.skip_corrupt,
-            headerless=headerless, progress=prog, plc=a.plc,
+            headerless=headerless, progress=prog, plc=a.plc, overwrite=a.overwrite,
         )
     finally:
         bar.close()
@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("replay", help="inspect a recording offline")
     s.add_argument("recording")
     s.add_argument("--station", help="station TOML (default: built-in defaults, geometry from the recording)")
-    s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
+    s.add_argument("--out", help="results folder (default: outputs.dir of the station); one that holds an earlier"
+                   " run's results is refused")
+    s.add_argument("--overwrite", action="store_true", help="remove the earlier run's results from --out first")
     s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--realtime", action="store_true", help="replay at the recorded line rate with the live loss policy")
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' to start a soft-PLC for the run"
@@ -320,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="inspect live from the station's camera until SIGTERM/Ctrl-C or --seconds;"
                        " the systemd service's main process (docs/service.md)")
     s.add_argument("--station", required=True, help="station TOML with source.kind = \"genicam\"")
-    s.add_argument("--out", help="results folder (default: outputs.dir of the station)")
+    s.add_argument("--out", help="results folder (default: outputs.dir of the station); the files of the run"
+                   " before move to OUT/runs/run-NNNN/, results.sqlite keeps every run")
     s.add_argument("--seconds", type=float, help="stop after this many seconds (drains, writes results)")
     s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' for a soft-PLC"

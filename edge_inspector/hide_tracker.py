@@ -6,7 +6,18 @@ A sampled line with at least ``min_px_per_line`` hide samples is a hide line. A 
 with a run of hide lines at least ``min_hide_lines`` long and ends after ``gap_lines`` lines
 without hide. Its first and last lines are then widened to the neighbouring lines that still
 hold any hide sample (the narrow tips of a hide). Hides follow each other along the belt (one hide across the belt at a time).
-A stretch of lost lines inside a hide neither ends it nor starts a new one.
+
+Lost lines (``lost``: the stitcher's ``Uninspected(..., "lost")``, or sampled rows that never
+came) belong to the hide they fall in, and its extent covers them: a stretch inside a hide neither
+ends it nor starts a new one; a hide seen right after lost lines may have started in them, so it
+starts at the last row seen before them; a hide under the camera when lines are lost may have
+ended in them, so it reaches to their end (also at the end of the stream). The rows of a lost
+stretch are filled from the nearest row seen (the first half from the row before, the second
+from the row after), so the area counts a lost stretch as the mean of its two edges; the
+thumbnail shows it black. Rows in lost lines never confirm a hide.
+
+Every confirmed hide is announced once in ``started`` (id, first line), also one that opens
+and closes within one ``push``.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ class _Building:
     last_hide_line: int = 0  # line of the last sampled row with a hide line
     last_any_line: int = 0  # line of the last sampled row with any hide sample
     confirmed: bool = False
+    seen_from: int = 0  # line from which rows were seen with hide (confirmation counts from here)
 
 
 class HideTracker:
@@ -73,6 +85,8 @@ class HideTracker:
             maxlen=max(2, cfg.gap_lines // max(1, cfg.subsample) + 2)
         )
         self.closed: list[Hide] = []  # hides whose last line is known, in order
+        self.started: list[tuple[int, int]] = []  # (hide id, first line) of hides just confirmed
+        self._lost: tuple[int, int] | None = None  # lost lines not followed by a sampled row yet
         # presence masks of the last few closed hides, for ``locate`` of late-finalised defects
         self._kept: deque[tuple[int, int, int, np.ndarray]] = deque(maxlen=4)
 
@@ -82,10 +96,6 @@ class HideTracker:
         if self._cur is not None and self._cur.confirmed:
             return self._cur.first_row_line
         return None
-
-    @property
-    def open_hide_id(self) -> int:
-        return self._next_id
 
     def locate(self, line: float, x: float, margin_px: float) -> tuple[int | None, bool]:
         """Which hide holds pixel (x, line), and whether it lies ``margin_px`` inside its outline.
@@ -119,6 +129,18 @@ class HideTracker:
             return hid, bool(win[disc].all())
         return None, False
 
+    def lost(self, first_line: int, end_line: int) -> None:
+        """Lines [first_line, end_line) will never arrive (before the samples that follow them)."""
+        if self._lost is None:
+            self._lost = (first_line, end_line)
+        else:
+            self._lost = (min(self._lost[0], first_line), max(self._lost[1], end_line))
+
+    def take_started(self) -> list[tuple[int, int]]:
+        """(hide id, first line) of every hide confirmed since the last call, in order."""
+        out, self.started = self.started, []
+        return out
+
     def push(self, ls: LineSamples) -> list[Hide]:
         """Feed samples; returns the hides that ended with them."""
         if len(ls.samples) == 0:
@@ -128,21 +150,18 @@ class HideTracker:
         ended: list[Hide] = []
         for i in range(len(counts)):
             line = ls.first_line + i * step
-            if self._last_row_line is not None and line - self._last_row_line > step:
-                self._fill_gap(self._last_row_line, line, step, mask.shape[1], ls.samples.shape[2])
-            self._last_row_line = line
             present = counts[i] >= self.cfg.min_px_per_line
+            prev = self._last_row_line
+            if self._lost is not None or (prev is not None and line - prev > step):
+                self._after_gap(line, mask[i], ls.samples[i], bool(present))
+            self._last_row_line = line
             cur = self._cur
             if cur is None:
                 if present:
                     cur = self._cur = _Building(line, [mask[i]], [ls.samples[i]], line, line)
                     # walk back over the rows just before that still show some hide
-                    prev = line
-                    while self._recent and self._recent[-1][0] == prev - step and self._recent[-1][3] > 0:
-                        ln, m_row, img_row, _ = self._recent.pop()
-                        cur.rows_mask.insert(0, m_row)
-                        cur.rows_img.insert(0, img_row)
-                        cur.first_row_line = prev = ln
+                    self._walk_back(cur)
+                    cur.seen_from = cur.first_row_line
                     self._recent.clear()
                 else:
                     self._recent.append((line, mask[i], ls.samples[i], int(counts[i])))
@@ -153,8 +172,9 @@ class HideTracker:
                 cur.rows_mask.append(mask[i])
                 cur.rows_img.append(ls.samples[i])
                 cur.last_hide_line = line
-                if not cur.confirmed and line - cur.first_row_line + step >= self.cfg.min_hide_lines:
+                if not cur.confirmed and line - cur.seen_from + step >= self.cfg.min_hide_lines:
                     cur.confirmed = True
+                    self.started.append((self._next_id, cur.first_row_line))
                 continue
             # no hide on this row
             if line - cur.last_hide_line >= self.cfg.gap_lines:
@@ -168,23 +188,73 @@ class HideTracker:
         self.closed.extend(ended)
         return ended
 
-    def _fill_gap(self, prev: int, line: int, step: int, w: int, c: int) -> None:
-        """Lost lines: keep an open hide going; its thumbnail shows black, its mask repeats."""
+    def _walk_back(self, cur: _Building) -> None:
+        """Prepend the rows seen just before ``cur`` that still show some hide (its leading tip)."""
+        step, prev = self._step, cur.first_row_line
+        while self._recent and self._recent[-1][0] == prev - step and self._recent[-1][3] > 0:
+            ln, m_row, img_row, _ = self._recent.pop()
+            cur.rows_mask.insert(0, m_row)
+            cur.rows_img.insert(0, img_row)
+            cur.first_row_line = prev = ln
+
+    def _missing_rows(self, end: int) -> range:
+        """Sampled rows below ``end`` that never came: after the last row seen, or from the lost lines."""
+        step, prev = self._step, self._last_row_line
+        if prev is not None:
+            return range(prev + step, end, step)
+        g0 = self._lost[0] if self._lost is not None else end
+        return range(-(-g0 // step) * step, end, step)
+
+    @staticmethod
+    def _fill(cur: _Building, n: int, before: np.ndarray, after: np.ndarray, img_like: np.ndarray) -> None:
+        """Append ``n`` rows of lost lines: the first half as ``before``, the rest as ``after``; black pictures."""
+        half = (n + 1) // 2
+        for k in range(n):
+            cur.rows_mask.append(before if k < half else after)
+            cur.rows_img.append(np.zeros_like(img_like))
+
+    def _after_gap(self, line: int, row_mask: np.ndarray, row_img: np.ndarray, present: bool) -> None:
+        """Row ``line`` is the first seen after lost lines: give them to the hide they belong to."""
+        missing = self._missing_rows(line)
+        self._lost = None
+        n = len(missing)
         cur = self._cur
-        if cur is None:
+        if cur is not None:  # a hide was under the camera: it goes on over the gap (or ended in it)
+            self._fill(cur, n, cur.rows_mask[-1], row_mask, row_img)
+            if n:
+                cur.last_hide_line = cur.last_any_line = line - self._step
             return
-        n = (line - prev) // step - 1
-        last = cur.rows_mask[-1]
-        for _ in range(n):
-            cur.rows_mask.append(last)
-            cur.rows_img.append(np.zeros((w, c), cur.rows_img[-1].dtype))
-        cur.last_hide_line = cur.last_any_line = line - step
+        if not present:
+            return  # lost lines between hides: the assembler keeps them as an uninspected stretch
+        # A hide right after lost lines may have started in them: it starts at the last row seen
+        # before them (with its leading tip, if any), and the lost rows are part of it.
+        prev = self._last_row_line
+        before = np.zeros_like(row_mask)
+        if prev is not None and self._recent and self._recent[-1][0] == prev:
+            ln, before, img, _ = self._recent.pop()
+            cur = _Building(ln, [before], [img], ln, ln)
+            self._walk_back(cur)
+        else:
+            first = missing[0] if n else line
+            cur = _Building(first, [], [], first, first)
+        self._recent.clear()
+        self._fill(cur, n, before, row_mask, row_img)
+        cur.seen_from = line  # rows in lost lines do not confirm a hide
+        self._cur = cur
 
     def finish(self, step: int) -> list[Hide]:
-        """End of stream: close the hide under the camera, if confirmed."""
+        """End of stream: close the hide under the camera, if confirmed (over lines lost at the end)."""
         ended: list[Hide] = []
-        if self._cur is not None and self._cur.confirmed:
-            ended.append(self._close(self._cur, step))
+        cur = self._cur
+        if cur is not None and self._lost is not None and cur.rows_mask:
+            missing = self._missing_rows(self._lost[1])
+            if len(missing):
+                empty = np.zeros_like(cur.rows_mask[-1])
+                self._fill(cur, len(missing), cur.rows_mask[-1], empty, cur.rows_img[-1])
+                cur.last_hide_line = cur.last_any_line = missing[-1]
+        self._lost = None
+        if cur is not None and cur.confirmed:
+            ended.append(self._close(cur, step))
         self._cur = None
         self.closed.extend(ended)
         return ended
@@ -208,7 +278,8 @@ class HideTracker:
         # Sample (col, row) -> pixel frame: centre of the sampled pixel, line of the row.
         pts_px = np.stack([cnt[:, 0] * step + 0.5 * step, cur.first_row_line + cnt[:, 1] * step], 1) if len(cnt) else cnt
         outline_belt = self.geo.px_to_belt_mm(pts_px) if len(cnt) else np.zeros((0, 2))
-        first_cols = np.flatnonzero(mask[0])
+        rows = np.flatnonzero(mask.any(axis=1))  # the first row may lie in lost lines (empty)
+        first_cols = np.flatnonzero(mask[rows[0]]) if len(rows) else rows
         x_left = (first_cols[0] * step) if len(first_cols) else 0
         origin = (float(self.geo.across_mm(x_left)), float(self.geo.along_mm(cur.first_row_line)))
         area_m2 = float(mask.sum()) * step * step * self.geo.mm2_per_px() / 1e6

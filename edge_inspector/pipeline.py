@@ -255,7 +255,12 @@ class Pipeline:
         model, n = self.model, self.inference
         try:
             while True:
-                msg = self.q_tiles.get()
+                try:  # a failed stage sets _abort and may not get _END through: look at it often
+                    msg = self.q_tiles.get(timeout=0.1)
+                except queue.Empty:
+                    if self._abort.is_set():
+                        break
+                    continue
                 if msg is _END:
                     break
                 if isinstance(msg, Strip):

@@ -2,7 +2,8 @@
 
 Replay is lossless by default (the stitcher waits for free tile slots). ``realtime=True``
 feeds lines at the recorded line rate and then follows the live loss policy: strips that find
-no free slot are dropped and reported as uninspected stretches.
+no free slot are dropped and reported as uninspected stretches. Each replay writes into its own
+folder: one holding an earlier run's results is refused unless ``overwrite`` (runfolder.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .lines import LineBlock
 from .pipeline import RunStats
 from .recording import RecordingReader, open_recording
 from .run import InspectionRun
+from .runfolder import FolderLock, claim_for_replay
 
 log = structlog.get_logger(__name__)
 
@@ -124,8 +126,12 @@ def replay(
     headerless: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     plc: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect a recording; write results into ``out_dir``; return stats and the summary.
+
+    ``out_dir`` must not hold an earlier run's results (InputError), unless ``overwrite``: then
+    they are removed first. Another run writing there is refused as well.
 
     ``plc``: "HOST:PORT" of a PLC, "sim" for a soft-PLC started for this run, or None for the
     station's ``[plc] host`` (empty: marks are planned and logged, not sent). A PLC's belt moves
@@ -158,22 +164,24 @@ def replay(
         "realtime": realtime,
         "station": station.model_dump(mode="json"),
     }
-    with InspectionRun(
-        station, model, out_dir, run_info=run_info, plc=plc, live=realtime,
-        source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
-        progress=(lambda done: progress(done - first, total)) if progress else None,
-    ) as run:
-        blocks: Iterator[LineBlock] = reader.blocks()
-        if realtime:  # line ``first`` is under the camera when pacing starts
-            run.start(paced(blocks, station.camera.line_rate_hz, on_start=run.line_zero))
-        else:
-            run.start(blocks, first_line=first)
-        stats = run.join()
-        summary = run.finish({
-            "recording": str(Path(rec_path).resolve()),
-            "threshold": {**threshold, "value": model.score_threshold},
-            "recording_warnings": list(reader.warnings),
-        })
+    with FolderLock(Path(out_dir)):  # held until the run is closed: nobody else writes here meanwhile
+        claim_for_replay(Path(out_dir), overwrite)
+        with InspectionRun(
+            station, model, out_dir, run_info=run_info, plc=plc, live=realtime,
+            source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
+            progress=(lambda done: progress(done - first, total)) if progress else None,
+        ) as run:
+            blocks: Iterator[LineBlock] = reader.blocks()
+            if realtime:  # line ``first`` is under the camera when pacing starts
+                run.start(paced(blocks, station.camera.line_rate_hz, on_start=run.line_zero))
+            else:
+                run.start(blocks, first_line=first)
+            stats = run.join()
+            summary = run.finish({
+                "recording": str(Path(rec_path).resolve()),
+                "threshold": {**threshold, "value": model.score_threshold},
+                "recording_warnings": list(reader.warnings),
+            })
     return stats, summary
 
 

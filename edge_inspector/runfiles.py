@@ -3,14 +3,19 @@
 Layout of an output folder (``out_dir``)::
 
     out_dir/
-      results.sqlite        runs, hides, defects, uninspected (WAL; one transaction per hide)
-      summary.json          the latest run's summary (written by ``store.ResultsWriter.finish``)
-      hides/hide-0001.json  Hide.to_json() + run_id + station (latest run that wrote hide 1)
+      results.sqlite        runs, hides, defects, uninspected (WAL; one transaction per hide); every run
+      summary.json          this run's summary (written by ``store.ResultsWriter.finish``)
+      hides/hide-0001.json  Hide.to_json() + run_id + station
       hides/hide-0001.png   hide map: picture, outline, defects by class, uninspected stretches
       marks.jsonl           every mark planned, sent, acknowledged (edge_inspector/dispatch.py)
       plc.jsonl             the soft-PLC's log of fired and missed marks (``--plc sim``)
       plc-state.json        the soft-PLC's RETAIN state (``--plc sim``)
       plc-sim-outbox.sqlite the mark outbox of a run against the soft-PLC
+      runs/run-0003/        summary.json, hides/, marks.jsonl, plc.jsonl of earlier runs (live restarts)
+      .lock                 held (flock) by the run writing here; holds its pid
+
+Each run writes into its own place (edge_inspector/runfolder.py): replay refuses a used folder
+unless ``--overwrite``; other runs move the earlier run's own files into ``runs/run-NNNN/``.
 
 This module only names files and reads them (no pipeline, no PLC, no drawing), so offline
 evaluation (edge_inspector/evaluation/) imports it without the station's runtime stack.
@@ -32,21 +37,52 @@ MARKS_LOG = "marks.jsonl"
 PLC_LOG = "plc.jsonl"
 PLC_STATE = "plc-state.json"
 SIM_OUTBOX = "plc-sim-outbox.sqlite"
+ARCHIVE_DIR = "runs"
+LOCK_NAME = ".lock"
 
 
 def hide_stem(hide_id: int) -> str:
     return f"hide-{int(hide_id):04d}"
 
 
-def next_run_id_from_files(out_dir: Path) -> int:
-    """Run id without SQLite: one more than any run id found in summary.json or hide records."""
-    best = 0
+def _file_run_ids(out_dir: Path) -> list[int]:
+    """Run ids named by summary.json and the hide records in ``out_dir``."""
+    ids = []
     for p in [out_dir / SUMMARY_NAME, *sorted((out_dir / HIDES_DIR).glob("hide-*.json"))]:
         try:
-            best = max(best, int(json.loads(p.read_text(encoding="utf-8")).get("run_id", 0)))
+            ids.append(int(json.loads(p.read_text(encoding="utf-8")).get("run_id", 0)))
         except (OSError, ValueError, TypeError, AttributeError):
             continue
+    return ids
+
+
+def next_run_id_from_files(out_dir: Path) -> int:
+    """Run id without SQLite: one more than any run id in summary.json, hide records or runs/run-NNNN."""
+    best = max(_file_run_ids(out_dir), default=0)
+    for p in (out_dir / ARCHIVE_DIR).glob("run-*"):
+        digits = p.name[4:].split("-")[0]
+        if digits.isdigit():
+            best = max(best, int(digits))
     return best + 1
+
+
+def run_id_of_files(out_dir: Path) -> int | None:
+    """The run the files in ``out_dir`` (summary.json, hides/) belong to, else the newest run in SQLite."""
+    ids = _file_run_ids(Path(out_dir))
+    if ids:
+        return max(ids)
+    db = Path(out_dir) / DB_NAME
+    if db.is_file():
+        try:
+            conn = _open_ro(db)
+            try:
+                row = conn.execute("SELECT MAX(run_id) FROM runs").fetchone()
+            finally:
+                conn.close()
+        except InputError:
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+    return None
 
 
 def latest_run_id(out_dir: Path) -> int | None:

@@ -9,7 +9,8 @@ make the hide map thumbnails.
 
 Loss policy (docs/architecture.md): with ``live=True`` the stitcher never waits; when no
 slot is free it drops the whole strip, counts it and reports it as an uninspected stretch.
-With ``live=False`` (replay) it waits for a free slot.
+With ``live=False`` (replay) it waits for a free slot. Lines the source lost (gaps in the line
+index, ``LineBlock.lost_before``) are counted and reported as ``Uninspected(..., "lost")``.
 """
 
 from __future__ import annotations
@@ -166,11 +167,16 @@ class Stitcher:
         assert self._end_line is not None
         if a < self._end_line:
             raise ValueError(f"block at line {a} goes back before line {self._end_line}")
-        gap = a - self._end_line
-        if gap:
-            n.lines_lost += gap
-            self.emit(Uninspected(self._end_line, a, "lost"))
-        n.lines_in += b - a
+        # Lost lines: the gap in the line index, or what the source reports when that is more
+        # (the first block's own loss, or a source whose index did not leave room for it). They
+        # end right before this block; a region reaching back over lines already received is
+        # kept so (it cannot be placed more exactly) and counted once.
+        lost = max(a - self._end_line, block.lost_before)
+        if lost:
+            n.lines_lost += lost
+            if a > 0:  # (line indices start at 0: a loss reported before line 0 has no place)
+                self.emit(Uninspected(max(0, a - lost), a, "lost"))
+        n.lines_in += b - a  # a block may have no lines: it only reports lost ones (a lost tail)
         self._emit_samples(block)
         for k in self.grid.strips_touching(a, b):
             st = self._strip(k, a)

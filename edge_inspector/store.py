@@ -3,9 +3,12 @@
 File names and the folder layout are in edge_inspector/runfiles.py. Every file is written
 atomically (temporary file in the same folder, fsync, ``os.replace``), so a reader or a crash never
 sees half a file. SQLite rows of a hide are committed in one transaction right after its files, so a
-crash keeps every hide already written. Re-running into the same folder appends a new run
-(``runs.run_id``); earlier runs stay intact in SQLite, where the full hide record (``hides.record``)
-is kept. The JSON/PNG files of a hide id are replaced by the latest run that wrote that id;
+crash keeps every hide already written. Each run writes into its own place (runfolder.py): a writer
+holds the folder's lock while open, marks a run it finds still ``running`` as ``crashed`` (its process
+died), and moves the earlier run's own files (summary.json, hides/, marks.jsonl, plc.jsonl) into
+``runs/run-NNNN/`` before writing. Re-running into the same folder appends a new run
+(``runs.run_id``) to ``results.sqlite``; earlier runs stay intact there, where the full hide record
+(``hides.record``) is kept and ``json_path``/``map_path`` follow the moved files;
 ``runfiles.load_run_hides`` returns only the records of the chosen (default: latest) run.
 """
 
@@ -30,6 +33,7 @@ from .errors import InputError
 from .hide import Hide
 from .hidemap import render_hide_map
 from .runfiles import DB_NAME, HIDES_DIR, SUMMARY_NAME, next_run_id_from_files, hide_stem
+from .runfolder import FolderLock, archive_earlier_run
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +86,7 @@ CREATE TABLE IF NOT EXISTS runs (
     station      TEXT NOT NULL,
     started_utc  TEXT NOT NULL,
     ended_utc    TEXT,
-    status       TEXT NOT NULL,            -- running | finished | incomplete | aborted
+    status       TEXT NOT NULL,            -- running | finished | incomplete | aborted | crashed
     mm_per_px    REAL,
     mm_per_line  REAL,
     run_info     TEXT,                     -- JSON
@@ -163,6 +167,24 @@ def open_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def mark_crashed_runs(out_dir: Path) -> list[int]:
+    """Runs in ``out_dir``'s results.sqlite still ``running``: their process ended without closing
+    them (SIGKILL, power cut). Marks them ``crashed``; their ids. Call with the folder's lock held."""
+    db = Path(out_dir) / DB_NAME
+    if not db.is_file():
+        return []
+    conn = open_db(db)
+    try:
+        ids = [int(r[0]) for r in conn.execute("SELECT run_id FROM runs WHERE status='running' ORDER BY run_id")]
+        if ids:
+            conn.execute("UPDATE runs SET status='crashed' WHERE status='running'")
+            log.warning("runs found running at start-up marked crashed: their process ended without closing them",
+                        out_dir=str(out_dir), runs=ids)
+    finally:
+        conn.close()
+    return ids
+
+
 class ResultsWriter:
     """Writes one run's results into ``out_dir`` (see the module docstring). A context manager.
 
@@ -200,21 +222,39 @@ class ResultsWriter:
         self.finished = False
         self._lock = threading.Lock()
         self._per_hide: dict[int, tuple[int, int, str]] = {}  # hide id -> defects, uninspected, grade
-        try:
-            self.hides_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create the output folder: {e.strerror}", path=self.out_dir) from None
         self.db_path = self.out_dir / DB_NAME
-        self._conn: sqlite3.Connection | None = open_db(self.db_path) if sqlite else None
-        if self._conn is not None:
-            cur = self._conn.execute(
-                "INSERT INTO runs (station, started_utc, status, mm_per_px, mm_per_line, run_info)"
-                " VALUES (?, ?, 'running', ?, ?, ?)",
-                (station_name, self.started_utc, self.mm_per_px, self.mm_per_line, _dumps(self.run_info)),
-            )
-            self.run_id = int(cur.lastrowid or 0)
-        else:
-            self.run_id = next_run_id_from_files(self.out_dir)
+        self._conn: sqlite3.Connection | None = None
+        self._folder_lock = FolderLock(self.out_dir)
+        self._folder_lock.acquire()  # one run writes here at a time (InputError naming the other)
+        try:
+            mark_crashed_runs(self.out_dir)
+            moved = archive_earlier_run(self.out_dir)
+            try:
+                self.hides_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InputError(f"cannot create the output folder: {e.strerror}", path=self.out_dir) from None
+            self._conn = open_db(self.db_path) if sqlite else None
+            if self._conn is not None:
+                if moved is not None:  # the moved run's rows point at its files' new place
+                    prefix = f"{moved[0].relative_to(self.out_dir).as_posix()}/"
+                    self._conn.execute(
+                        "UPDATE hides SET json_path = ? || json_path, map_path = CASE WHEN map_path IS NULL"
+                        " THEN NULL ELSE ? || map_path END WHERE run_id = ? AND json_path NOT LIKE 'runs/%'",
+                        (prefix, prefix, moved[1]),
+                    )
+                cur = self._conn.execute(
+                    "INSERT INTO runs (station, started_utc, status, mm_per_px, mm_per_line, run_info)"
+                    " VALUES (?, ?, 'running', ?, ?, ?)",
+                    (station_name, self.started_utc, self.mm_per_px, self.mm_per_line, _dumps(self.run_info)),
+                )
+                self.run_id = int(cur.lastrowid or 0)
+            else:
+                self.run_id = next_run_id_from_files(self.out_dir)
+        except BaseException:
+            if self._conn is not None:
+                self._conn.close()
+            self._folder_lock.release()
+            raise
         log.info("results.run_started", run_id=self.run_id, out_dir=str(self.out_dir))
 
     # -- counters of this run
@@ -373,6 +413,7 @@ class ResultsWriter:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._folder_lock.release()
 
     def _end_run(self, status: str, ended: str, summary: dict[str, Any] | None) -> None:
         if self._conn is None:

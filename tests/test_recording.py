@@ -362,12 +362,22 @@ def test_bad_block_magic(three_blocks) -> None:
     patch(path, off1, b"XXXX")
     with pytest.raises(RecordingError, match=rf"block 1 at byte {off1}: bad block magic"):
         RecordingReader(path)
+    # skip_corrupt: reading goes on at the next valid block header; block 1's lines are lost
     r = RecordingReader(path, skip_corrupt=True)
     got = list(r.blocks())
-    assert len(got) == 1
-    np.testing.assert_array_equal(got[0].lines, written[0].lines)
+    assert [(b.first_line, b.n_lines, b.lost_before) for b in got] == [(0, 5, 0), (13, 3, 8)]
+    np.testing.assert_array_equal(got[1].lines, written[2].lines)
+    assert r.lost_lines == 8
+    off2 = block_offsets(path)[2]
+    assert f"byte {off1}" in r.warnings[0] and f"next block header at byte {off2}" in r.warnings[0]
+    # no valid header after the bad one: the rest is lost, reported by a final block without lines
+    patch(path, off2, b"XXXX")
+    r = RecordingReader(path, skip_corrupt=True)
+    got = list(r.blocks())
+    # (11 lines were there; the estimate uses the size of the last good block: 2 blocks of 5)
+    assert [(b.first_line, b.n_lines, b.lost_before) for b in got] == [(0, 5, 0), (15, 0, 10)]
     rest = path.stat().st_size - off1
-    assert f"byte {off1}" in r.warnings[0] and f"remaining {rest} bytes" in r.warnings[0]
+    assert f"remaining {rest} bytes (about 10 lines)" in r.warnings[0] and r.lost_lines == 10
 
 
 def test_payload_length_inconsistent(three_blocks) -> None:

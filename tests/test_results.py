@@ -271,13 +271,18 @@ def test_crash_keeps_hides_already_written(tmp_path: Path) -> None:
     assert con.execute("SELECT COUNT(*) FROM defects").fetchone()[0] == 4
     con.close()
     assert [r["hide_id"] for r in load_run_hides(tmp_path)] == [1, 2]
-    # The next run goes on in the same folder.
+    # The next run in the same folder finds run 1 still "running" with nobody holding the folder's
+    # lock: its process died, so it is marked crashed; its files move to runs/run-0001/.
     with writer(tmp_path) as w:
         assert w.run_id == 2
     con = sqlite3.connect(tmp_path / "results.sqlite")
     assert con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall() == [
-        (1, "running"), (2, "incomplete")]
+        (1, "crashed"), (2, "incomplete")]
+    assert con.execute("SELECT DISTINCT json_path LIKE 'runs/run-0001/hides/%' FROM hides").fetchall() == [(1,)]
     con.close()
+    assert sorted(p.name for p in (tmp_path / "runs" / "run-0001" / "hides").glob("*.json")) == [
+        "hide-0001.json", "hide-0002.json"]
+    assert [r["hide_id"] for r in load_run_hides(tmp_path, run_id=1)] == [1, 2]
 
 
 def test_bad_inputs(tmp_path: Path) -> None:

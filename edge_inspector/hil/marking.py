@@ -77,7 +77,7 @@ def _synthetic_run(t: Session, work: Path) -> CheckResult:
     run_dir = work / "marking"
     assert t.plc is not None
     since = time.time()
-    _, summary = replay(rec, st, run_dir, realtime=True, plc=f"{t.plc[0]}:{t.plc[1]}")
+    _, summary = replay(rec, st, run_dir, realtime=True, plc=f"{t.plc[0]}:{t.plc[1]}", overwrite=True)
     _keep_fired(t, run_dir, since)
     return _marking_verdict(run_dir, Path(f"{rec}.gt.json"), summary, fired_log=True)
 

@@ -8,6 +8,8 @@ CRC-32 checks, lost-line gaps, truncated tails (power loss) and corrupt blocks a
 from __future__ import annotations
 
 import bisect
+import os
+import stat
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,10 +66,16 @@ class RecordingReader:
     read until a block is yielded, then its CRC-32 is checked (``verify_crc``) once.
 
     Lost lines: each block's ``lost_before`` is ``max(stored lost_before, first_line - end of
-    the previous block)``; the first block reports its stored value.  ``lost_lines`` sums them.
+    the previous block)``; the first block reports its stored value (plus the lines of skipped
+    blocks before it).  ``lost_lines`` sums them, with the lost tail (below).
     Truncated tail (power loss): the incomplete last block is dropped with a warning.
     Corrupt block: RecordingError naming the block and byte offset, or with ``skip_corrupt`` a
-    warning and the block's lines become lost lines of the next block.
+    warning and the block's lines become lost lines of the next block.  A block header that
+    cannot be trusted (bad magic, wrong payload length) is skipped to the next valid block
+    header found at a 64-byte boundary; the lines in between are lost.  Lines lost after the
+    last good block (skipped last blocks, or no valid header after a bad one) are reported by
+    one final block with no lines whose ``lost_before`` counts them, so a consumer (the
+    stitcher) turns them into an uninspected stretch like any other gap.
     Warnings go to ``warnings`` and, as they happen, to ``on_warning``.
     """
 
@@ -87,10 +95,9 @@ class RecordingReader:
         self.warnings: list[str] = []
         self._on_warning = on_warning
         self._entries: list[_Entry] = []
-        try:
-            size = self.path.stat().st_size
-        except OSError as exc:
-            raise RecordingError(f"cannot open: {exc.strerror or exc}", path=self.path) from None
+        self._tail_lost = 0  # lines estimated lost after the last block header that could be read
+        self._lost_first = 0  # lines estimated lost before the first good block (its header was bad)
+        size = _regular_file_size(self.path)
         self.file_bytes = size
         # np.memmap cannot map an empty file; an empty buffer behaves the same for everything else.
         try:
@@ -139,8 +146,8 @@ class RecordingReader:
 
     @property
     def lost_lines(self) -> int:
-        """Sum of ``lost_before`` over the blocks that will be yielded."""
-        return sum(e.lost_before for e in self._entries if not e.skipped)
+        """Sum of ``lost_before`` over the blocks that will be yielded, and the lost tail."""
+        return sum(e.lost_before for e in self._entries if not e.skipped) + self._lost_after()[1]
 
     @property
     def line_range(self) -> tuple[int, int]:
@@ -189,6 +196,23 @@ class RecordingReader:
                 yield LineBlock(lines[cut:], start_line, None, ts, 0)
             else:
                 yield LineBlock(lines, e.first_line, e.encoder, e.timestamp_ns, e.lost_before)
+        end, lost = self._lost_after()
+        if lost and end > start_line:
+            h = self._header
+            yield LineBlock(np.zeros((0, h.width, h.channels), self._dtype), end, None, 0, lost)
+
+    def _lost_after(self) -> tuple[int, int]:
+        """(line after the lost tail, lines lost after the last live block): skipped last blocks
+        and the estimated lines of an unreadable rest of the file; (0, 0) when none."""
+        entries = self._entries
+        last_live = max((i for i, e in enumerate(entries) if not e.skipped), default=-1)
+        after = entries[last_live + 1:]  # all skipped
+        if last_live >= 0:
+            start = entries[last_live].end_line
+        else:
+            start = after[0].first_line if after else 0
+        end = (after[-1].end_line if after else start) + self._tail_lost
+        return (end, end - start) if end > start else (0, 0)
 
     def _lines(self, e: _Entry) -> np.ndarray:
         """Zero-copy (n_lines, width, channels) view of a block's payload."""
@@ -286,6 +310,7 @@ class RecordingReader:
             (magic, n, first, enc, ts, lost, flags, crc, nbytes) = _BLOCK_HEADER.unpack_from(
                 buf, off
             )
+            bad = None
             if magic != BLOCK_MAGIC:
                 if not buf[off:].any():
                     # Filesystems extend files with zeros when power fails mid-append.
@@ -294,15 +319,17 @@ class RecordingReader:
                         "(recording interrupted); ignored"
                     )
                     return
-                self._stop(index, off, f"bad block magic {magic!r}, expected {BLOCK_MAGIC!r}")
-                return
-            if nbytes != n * line_bytes or n == 0:
-                self._stop(
-                    index, off,
-                    f"payload_bytes {nbytes} does not match n_lines {n} x {line_bytes} bytes per "
-                    "line" if n else "n_lines is 0",
-                )
-                return
+                bad = f"bad block magic {magic!r}, expected {BLOCK_MAGIC!r}"
+            elif nbytes != n * line_bytes or n == 0:
+                bad = (f"payload_bytes {nbytes} does not match n_lines {n} x {line_bytes} bytes "
+                       "per line" if n else "n_lines is 0")
+            if bad is not None:
+                nxt = self._resync(index, off, bad, prev_end)
+                if nxt is None:
+                    return
+                off = nxt
+                index += 1
+                continue
             nxt = off + ALIGN + _align(nbytes)
             if off + ALIGN + nbytes > size:
                 have = size - off - ALIGN
@@ -327,14 +354,64 @@ class RecordingReader:
             off = nxt
             index += 1
 
-    def _stop(self, index: int, offset: int, what: str) -> None:
-        """A block header that cannot be trusted: raise, or (skip_corrupt) stop reading here."""
+    def _resync(self, index: int, offset: int, what: str, prev_end: int | None) -> int | None:
+        """A block header that cannot be trusted: raise, or (skip_corrupt) go on at the next valid
+        block header; its offset, or None when there is none (the rest of the file is lost)."""
+        if not self.skip_corrupt:
+            self._corrupt(index, offset, what, skipping="")
+        nxt = self._next_header(offset + ALIGN, prev_end)
+        if nxt is not None:
+            first = _BLOCK_HEADER.unpack_from(self._buf, nxt)[2]
+            if prev_end is None:  # no block before: estimate the skipped lines from their bytes
+                est = min(int(first), (nxt - offset) // self._header.line_bytes)
+                self._lost_first = max(self._lost_first, est)
+            gap = f"lines {prev_end}..{first}" if prev_end is not None else f"the lines before {first}"
+            self._corrupt(
+                index, offset, what,
+                skipping=f"skipped to the next block header at byte {nxt}; {gap} count as lost",
+            )
+            return nxt
         rest = self.file_bytes - offset
+        self._tail_lost = self._lines_in(rest)
         self._corrupt(
             index, offset, what,
-            skipping=f"the next block cannot be located; the remaining {rest} bytes "
-            f"(up to about {rest // self._header.line_bytes} lines) are treated as lost",
+            skipping=f"no valid block header follows; the remaining {rest} bytes "
+            f"(about {self._tail_lost} lines) are treated as lost",
         )
+        return None
+
+    def _lines_in(self, nbytes: int) -> int:
+        """About how many lines ``nbytes`` of blocks hold, at the size of the last good block."""
+        lb = self._header.line_bytes
+        n = self._entries[-1].n_lines if self._entries else 0
+        if not n:
+            return nbytes // lb
+        per_block = ALIGN + _align(n * lb)
+        k, extra = divmod(nbytes, per_block)
+        return k * n + max(0, extra - ALIGN) // lb
+
+    def _next_header(self, start: int, prev_end: int | None) -> int | None:
+        """Offset of the next plausible block header at or after ``start`` (64-byte aligned):
+        the magic, a payload length that matches, a payload inside the file, a first line that
+        does not go back, and (``verify_crc``) a matching CRC-32."""
+        buf, size, lb = self._buf, self.file_bytes, self._header.line_bytes
+        start = _align(start)
+        rows = (size - start) // ALIGN
+        if rows <= 0:
+            return None
+        heads = buf[start:start + rows * ALIGN].reshape(rows, ALIGN)[:, :4]
+        hits = np.flatnonzero((heads == np.frombuffer(BLOCK_MAGIC, np.uint8)).all(axis=1))
+        for h in hits:
+            off = start + int(h) * ALIGN
+            (_, n, first, _, _, _, _, crc, nbytes) = _BLOCK_HEADER.unpack_from(buf, off)
+            if n == 0 or nbytes != n * lb or off + ALIGN + nbytes > size:
+                continue
+            if prev_end is not None and first < prev_end:
+                continue
+            if self.verify_crc and zlib.crc32(buf[off + ALIGN:off + ALIGN + nbytes]) != crc:
+                continue
+            return off
+        return None
 
     def _index_headerless(self, geo: HeaderlessGeometry) -> None:
         line_bytes = self._header.line_bytes
@@ -349,14 +426,19 @@ class RecordingReader:
             self._entries.append(_Entry(i, first * line_bytes, n, first, None, 0, 0, None))
 
     def _recompute_lost(self) -> None:
-        """lost_before of each live block: max(stored, gap to the previous live block)."""
+        """lost_before of each live block: max(stored, gap to the previous live block). Lines of
+        skipped blocks before the first live one count as lost before it too."""
         prev_end: int | None = None
+        lost_first = self._lost_first
         for e in self._entries:
             if e.skipped:
+                if prev_end is None:
+                    prev_end = e.first_line
                 continue
-            gap = 0 if prev_end is None else e.first_line - prev_end
+            gap = lost_first if prev_end is None else e.first_line - prev_end
             e.lost_before = max(e.stored_lost, gap)
             prev_end = e.end_line
+            lost_first = 0
 
 
 def open_recording(
@@ -377,6 +459,7 @@ def open_recording(
     """
     geometry = {"width": width, "channels": channels, "dtype": dtype}
     given = {k: v for k, v in geometry.items() if v is not None}
+    _regular_file_size(Path(path))  # a FIFO or a device would block the open below or never end
     try:
         with open(path, "rb") as f:
             magic = f.read(len(FILE_MAGIC))
@@ -405,3 +488,31 @@ def open_recording(
     assert width is not None and channels is not None and dtype is not None
     geo = HeaderlessGeometry(width, channels, dtype, block_lines=block_lines)
     return RecordingReader(path, verify_crc=verify_crc, headerless=geo, on_warning=on_warning)
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _regular_file_size(path: Path) -> int:
+    """Size of ``path``; RecordingError when it is missing or not a regular file.
+
+    A recording is memory-mapped and read from both ends, so it must be a file: a FIFO would
+    block the open until a writer comes, a device would never end.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RecordingError(f"cannot open: {exc.strerror or exc}", path=path) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise RecordingError(
+            f"is {kind}, not a regular file: a recording is read from a file",
+            path=path, hint="record to a file first (edge-inspector record -o FILE)",
+        )
+    return st.st_size
