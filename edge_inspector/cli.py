@@ -82,7 +82,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(format_summary(summary, out))
-    return 0
+    from .dispatch import exit_status
+
+    return exit_status(summary.get("marks"))  # 4 when marks were not fired (docs/marking.md)
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
