@@ -564,13 +564,14 @@ class PlcLink:
                         f" wrote ({last_seq}); not trusted, ring gated at ack {self._trusted_ack}")
             return
         self._problem("ack_beyond", False)
-        if ack < acked_upto:
+        forgot = self._fresh and ack == 0 and self._plc_written_at_connect == 0 and counts["written_upto"] > 0
+        if ack < acked_upto or forgot:  # forgot: it acknowledged nothing, and its ring lost what was written
             if self._fresh and ack == 0 and self._plc_written_at_connect == 0:
                 n = self.outbox.renumber_pending(1)
                 self._written_max = 0
                 lost = self._memory_lost()
                 self._error("plc_memory_lost", f"PLC {self.where}: {reg} and LAST_WRITTEN_SEQ = 0 after"
-                            f" {acked_upto} acknowledged: the PLC lost its memory; {lost} marks it had acknowledged"
+                            f" {acked_upto} acknowledged and {counts['written_upto']} written: the PLC lost its memory; {lost} marks it had acknowledged"
                             f" but not fired are lost with it; {n} pending marks renumbered from 1 and held"
                             " until re-based on the new belt frame")
                 self._accept_ack(0)

@@ -79,8 +79,8 @@ _RULES = """\
 5. De-duplication: the PLC only ever takes `LAST_ACK_SEQ + 1`, so a sequence `<= LAST_ACK_SEQ`
    (a resend) is ignored. `LAST_ACK_SEQ` and the fire list are RETAIN: a PLC restart fires
    every acknowledged mark exactly once.
-6. A mark whose target has already passed the actuator when it is consumed is not fired: it is
-   counted in `MARKS_MISSED` (and acknowledged). Fire list full ({fire_list} entries): the PLC
+6. A mark whose target the belt has already passed by more than the fire window when it is
+   consumed is not fired: it is counted in `MARKS_MISSED` (and acknowledged). Fire list full ({fire_list} entries): the PLC
    stops acknowledging (fault bit `FIRE_LIST_FULL`) until an entry fires.
 7. Firing: the PLC fires when the signed 32-bit difference `BELT_POSITION - target` becomes
    `>= 0` (positions wrap modulo 2^32: never compare raw values). It then counts `MARKS_FIRED`

@@ -420,7 +420,7 @@ class SoftPlc:
         e = FireEntry(seq, raw["ACTION"], raw["BELT_POS"], raw["ACROSS_POS"], raw["CLASS_ID"], raw["HIDE_ID"],
                       raw["LENGTH"], target)
         late = dint_diff(pos, target)
-        if late > 0:
+        if late > self.map.fire_window:  # passed: missed (within the window it fires this scan)
             self.marks_missed = wrap32(self.marks_missed + 1, signed=False)
             self._event("missed", **self._entry_json(e), late_by_mm=self._mm(late))
         else:
