@@ -30,6 +30,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ EXIT_MARKS_NOT_FIRED = 4
 """Exit code of a run that finished but did not fire every mark it planned (summary: marks.not_fired)."""
 
 TIE_MAX_AGE_S = 1.0  # a line <-> time tie older than this (or 2.5 block periods) is not certain
+DRIFT_MM = 20.0  # the line frame slipped this far against the encoder: new marks use the new offset
 
 
 def exit_status(marks: dict[str, Any] | None) -> int:
@@ -95,6 +97,7 @@ class MarkDispatch:
         self._tie_period_ns = 0  # between the last two ties
         self._frame_lock = threading.Lock()
         self._plc_missed0: int | None = None  # the PLC's MARKS_MISSED when its frame was first tied
+        self._recent_offsets: deque[float] = deque(maxlen=32)  # offsets of the latest ties, same frame
 
     # -- set-up -----------------------------------------------------------------------------
     def start(self, connect_timeout_s: float = 5.0) -> None:
@@ -201,9 +204,16 @@ class MarkDispatch:
         """When the link's belt frame is not the planner's: tie the line frame to it and re-base the unsent marks.
 
         Needs a fresh tie (lines flowing); without one the marks stay held (``finish`` closes them).
+        In the same frame, a line frame that slipped more than DRIFT_MM against the encoder (a
+        free-running camera delivering fewer lines than its nominal rate, a replay falling behind)
+        gets the new offset for the marks planned from now on: a line's spot is where the belt was
+        when the line arrived.
         """
         link = self.link
-        if link is None or link.epoch in (0, self.planner.epoch) or not self._line0_done:
+        if link is None or not self._line0_done or link.epoch == 0:
+            return
+        if link.epoch == self.planner.epoch:
+            self._follow_drift(link)
             return
         with self._frame_lock:
             epoch = link.epoch
@@ -214,6 +224,7 @@ class MarkDispatch:
             if tie is None or belt is None:
                 return
             offset = belt - tie[0] * self.st.camera.mm_per_line
+            self._recent_offsets.clear()
             old = self.planner.epoch
             reason = "encoder known" if old == 0 else "belt frame changed"
             self.planner.set_frame(epoch, offset, reason)
@@ -234,6 +245,23 @@ class MarkDispatch:
     def degraded(self, yes: bool) -> None:
         if self.link is not None:
             self.link.set_state(InspectorState.DEGRADED if yes else InspectorState.RUNNING)
+
+    def _follow_drift(self, link: PlcLink) -> None:
+        tie = self._tie
+        belt = link.belt_mm(at_ns=tie[1]) if tie is not None else None
+        if tie is None or belt is None:
+            return
+        # a block is handed on a little after its last line arrived, never before: the smallest
+        # offset of the latest ties is the best estimate (a late block only makes it larger)
+        self._recent_offsets.append(belt - tie[0] * self.st.camera.mm_per_line)
+        offset = min(self._recent_offsets)
+        if len(self._recent_offsets) < 8 or abs(offset - self.planner.belt_offset_mm) <= DRIFT_MM:
+            return
+        with self._frame_lock:
+            if link.epoch != self.planner.epoch:
+                return
+            self.planner.set_frame(self.planner.epoch or 0, offset, "line frame drift", quiet=True)
+            self._recent_offsets.clear()
 
     # -- end of run -------------------------------------------------------------------------
     def finish(self, drain_timeout_s: float = 10.0, fire_timeout_s: float = 30.0) -> dict[str, Any]:

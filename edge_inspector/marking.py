@@ -103,6 +103,7 @@ class MarkPlanner:
         self.filtered = 0  # defects the class/score/area rules leave unmarked
         self.duplicates = 0  # marks the sink already had (same key)
         self.rebased = 0  # marks moved into a new belt frame before they were sent
+        self.drift_retied = 0  # times the line frame's drift against the encoder was followed
         self.line_to_mark_ms: list[float] = []  # camera line of the defect's end -> ink mark planned
 
     # -- events from the assembler (stream.AssemblyListener) --------------------------------
@@ -254,8 +255,15 @@ class MarkPlanner:
         """A line in the marks log with the offsets and distances eval needs to read it back."""
         self._write([{"event": "run", **info, "t": round(time.time(), 6)}])
 
-    def set_frame(self, epoch: int, offset_mm: float, reason: str) -> None:
-        """New marks are planned in frame ``epoch`` with ``offset_mm``; a "frame" line in the marks log."""
+    def set_frame(self, epoch: int, offset_mm: float, reason: str, quiet: bool = False) -> None:
+        """New marks are planned in frame ``epoch`` with ``offset_mm``; a "frame" line in the marks log.
+
+        ``quiet``: the same frame, the line frame's drift followed (counted, logged at debug).
+        """
+        if quiet:
+            self.drift_retied += 1
+            drift = offset_mm - self.belt_offset_mm
+            log.debug("line frame drift followed", drift_mm=round(drift, 1), belt_offset_mm=round(offset_mm, 1))
         self.epoch, self.belt_offset_mm = epoch, offset_mm
         self._write([{"event": "frame", "epoch": epoch, "belt_offset_mm": round(offset_mm, 3), "reason": reason,
                       "t": round(time.time(), 6)}])
@@ -302,6 +310,7 @@ class MarkPlanner:
             "defects_not_marked_by_rule": self.filtered,
             "duplicates_skipped": self.duplicates,
             "rebased": self.rebased,
+            "line_frame_drift_retied": self.drift_retied,
             "not_fired": dict(sorted(self.not_fired.items())),
             "not_fired_total": self.not_fired_total,
             "earlier_run_closed": dict(sorted(self.earlier_run_closed.items())),

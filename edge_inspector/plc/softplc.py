@@ -66,7 +66,7 @@ log = structlog.get_logger(__name__)
 
 _HOLDING_FUNCTIONS = (3, 6, 16, 23)  # read, write single, write multiple, read/write multiple
 _STATE_VERSION = 1
-EVENTS_KEPT = 10_000  # events kept in memory (the log file keeps them all)
+EVENTS_KEPT = 1_000  # events kept in memory (the log file keeps them all)
 _PARENT_POLL_S = 0.2
 
 
