@@ -82,7 +82,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(format_summary(summary, out))
-    return 0
+    from .dispatch import exit_status
+
+    return exit_status(summary.get("marks"))  # 4 when marks were not fired (docs/marking.md)
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -155,6 +157,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
     station = _station(a.station)
     res = bench(station, lines=a.lines, no_model=a.no_model, model_path=a.model)
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_soak(a: argparse.Namespace) -> int:
+    from .soak import format_report, soak
+
+    if a.seconds <= 0 or a.sample_s <= 0:
+        raise InputError(f"--seconds and --sample-s must be greater than 0, got {a.seconds} and {a.sample_s}")
+    station = _station(a.station)
+    print(format_report(soak(station, Path(a.out), seconds=a.seconds, sample_s=a.sample_s, model_path=a.model)))
     return 0
 
 
@@ -318,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=model_arg, help="model to bench (overrides the station)")
     s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("soak", help="benchmark: a long live run with the soft-PLC; marks fired, missed, late,"
+                       " placement error and memory over time (docs/performance.md)")
+    s.add_argument("--station", required=True, help="station TOML with a camera (e.g. configs/stations/viky-sim.toml)")
+    s.add_argument("--seconds", type=float, default=300.0, help="how long to run (default 300)")
+    s.add_argument("--sample-s", type=float, default=10.0, help="memory sample period (default 10 s)")
+    s.add_argument("--out", required=True, help="results folder (soak.json, summary.json, marks.jsonl, plc.jsonl)")
+    s.add_argument("--model", type=model_arg, help="model (overrides the station)")
+    s.set_defaults(fn=cmd_soak)
 
     s = sub.add_parser("run", help="inspect live from the station's camera until SIGTERM/Ctrl-C or --seconds;"
                        " the systemd service's main process (docs/service.md)")

@@ -302,6 +302,7 @@ class HealthRules:
             ("camera", "reconnects", "camera_reconnect", "camera lost and reconnected: +{d:.0f} (total {t:.0f})"),
             ("camera", "fetch_timeouts", "camera_timeout", "no buffer from the camera within fetch_timeout_s: +{d:.0f}"),
             ("marks", "late", "late_marks", "marks planned after their deadline: +{d:.0f} (total {t:.0f})"),
+            ("marks", "not_fired_total", "marks_not_fired", "marks closed without being fired: +{d:.0f} (total {t:.0f})"),
             ("plc", "plc_marks_missed", "marks_missed", "marks the PLC could not fire in time: +{d:.0f} (total {t:.0f})"),
         )
         out = []

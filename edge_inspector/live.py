@@ -43,6 +43,7 @@ def run_live(
     plc: str | None = None,
     probe: Probe | None = None,
     publish: Publish | None = None,
+    hurry: threading.Event | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect the camera's lines until ``stop`` is set or ``seconds`` pass; write results into ``out_dir``.
 
@@ -53,6 +54,7 @@ def run_live(
     ``publish(topic, data)`` receives every finished hide ("hide"), its defects ("defect") and
     every mark handed to the PLC ("mark") (edge_inspector/events.py). ``hide_callbacks`` receive
     each graded hide after the results, the marks and the events (edge_inspector/run.py).
+    ``hurry`` (a second SIGTERM): the marks' delivery ends at once, the summary is still written.
     """
     from .calibrate import apply_calibration
     from .inference import Model
@@ -69,7 +71,7 @@ def run_live(
         failure: list[CameraError] = []
         with InspectionRun(
             station, model, out_dir, run_info=run_info, plc=plc, live=True, subscribers=hide_callbacks,
-            publish=publish, probe=probe,
+            publish=publish, probe=probe, hurry=hurry,
             source_id=f"camera-{camera['serial'] or camera.get('id', '-')}@{time.strftime('%Y%m%dT%H%M%S')}",
         ) as run:
             timer = stop_after(seconds, stop)
@@ -125,15 +127,25 @@ def stop_after(seconds: float | None, stop: threading.Event) -> threading.Timer 
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (a clean stop with drain); a second one interrupts at once."""
+def stop_on_signals(stop: threading.Event, hurry: threading.Event | None = None) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (a clean stop with drain).
+
+    With ``hurry``, a second one sets it: the drain ends as soon as it can (no waiting for the
+    PLC; what is not delivered is counted), the summary is still written; a third interrupts at
+    once. Without ``hurry`` the second one interrupts at once (KeyboardInterrupt).
+    """
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.getsignal(s) for s in signals}
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
+            if hurry is not None and not hurry.is_set():
+                log.warning("second stop signal: finishing now; marks not delivered are counted not fired", signal=name)
+                hurry.set()
+                return
             raise KeyboardInterrupt
-        log.warning("stopping", signal=signal.Signals(signum).name)
+        log.warning("stopping", signal=name)
         stop.set()
 
     for s in signals:

@@ -11,6 +11,14 @@ line of the run) with one offset, ``belt_offset_mm`` = the PLC encoder position 
 ``seq`` is assigned by the outbox (1, 2, 3, ...; 0 = not yet persisted). ``key`` makes a mark
 idempotent: the outbox keeps one mark per key, so re-planning the same defect (an inspector
 restarted on the same recording) never sends it twice.
+
+The belt frame a mark was planned in (docs/marking.md, "Belt frames"): ``run_id`` (the run that
+planned it; a run never fires another run's marks), ``epoch`` (the PLC encoder frame: 0 = planned
+before the encoder was known, n >= 1 = the link's frame n; None = positions given directly in the
+PLC's frame, not checked) and ``offset_mm`` (the belt offset used: ``belt_mm`` = line-frame
+position + ``offset_mm``). A mark is sent only in its own frame; after a frame change it is
+re-based (``belt_mm`` and ``deadline_belt_mm`` move by the new offset - ``offset_mm``) or closed
+as not fired.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class Mark:
     deadline_belt_mm: float = 0.0  # encoder position at which the actuator reaches the spot
     planned_ns: int = 0  # time.monotonic_ns() when planned
     late: bool = False  # planned or sent after its deadline (still sent, flagged)
+    run_id: str = ""  # the run that planned it
+    epoch: int | None = None  # PLC encoder frame (see module doc); None: not checked
+    offset_mm: float = 0.0  # belt offset of that frame: belt_mm - offset_mm is the line-frame position
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,4 +82,6 @@ class Mark:
             "defect_ids": list(self.defect_ids),
             "deadline_belt_mm": round(float(self.deadline_belt_mm), 2),
             "late": bool(self.late),
+            "epoch": self.epoch,
+            "offset_mm": round(float(self.offset_mm), 3),
         }

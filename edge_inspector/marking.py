@@ -16,6 +16,10 @@ Rules (station ``[marking]``, docs/architecture.md):
 
 Positions: the inspector's belt frame (line x mm_per_line, zero at line 0) plus
 ``belt_offset_mm`` = the PLC encoder position at line 0, so marks are in the PLC's frame.
+Each mark records that frame (``epoch``, ``offset_mm``, ``run_id``; edge_inspector/mark.py):
+before the PLC's encoder is known the planner plans in epoch 0 (offset 0), and such marks are
+held until the run re-bases them (edge_inspector/dispatch.py). Marks closed without being fired
+are counted by reason in ``not_fired`` (docs/marking.md, "Belt frames").
 Deadline = mark position + actuator distance: the encoder position at which the actuator
 reaches the spot. A mark planned when the belt is already past its deadline is *late*: it is
 still sent, flagged, counted and logged.
@@ -24,6 +28,7 @@ still sent, flagged, counted and logged.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +74,8 @@ class MarkPlanner:
         belt_offset_mm: float = 0.0,
         belt_now_mm: Callable[[], float | None] | None = None,
         clock: LineClock | None = None,
+        run_id: str = "",
+        epoch: int | None = None,
     ) -> None:
         self.st = station
         self.cfg = station.marking
@@ -76,6 +83,10 @@ class MarkPlanner:
         self.source_id = source_id
         self.sink = sink
         self.belt_offset_mm = belt_offset_mm
+        self.epoch = epoch  # the frame new marks are planned in (mark.py); None: not checked
+        self.run_id = run_id
+        self.not_fired: dict[str, int] = {}  # marks closed without being fired, by reason
+        self.earlier_run_closed: dict[str, int] = {}  # another run's marks this run closed (never sent)
         self.belt_now_mm = belt_now_mm
         self.mm_per_line = station.camera.mm_per_line
         self.clock = clock
@@ -83,12 +94,16 @@ class MarkPlanner:
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)  # ink marks (along, across), line frame
         self.log_path = log_path
         self._log: IO[str] | None = None
-        self.last_deadline_mm: float | None = None  # latest deadline of any mark handed out
+        self._log_lock = threading.Lock()  # the assembler, the source thread (frames) and finish() write
+        self._closed = False
+        self._last_deadline_line: float | None = None  # latest deadline of any mark handed out, line frame
         self.planned: dict[str, int] = {}
         self.late = 0
         self.covered = 0  # defects within cluster_mm of another mark
         self.filtered = 0  # defects the class/score/area rules leave unmarked
         self.duplicates = 0  # marks the sink already had (same key)
+        self.rebased = 0  # marks moved into a new belt frame before they were sent
+        self.drift_retied = 0  # times the line frame's drift against the encoder was followed
         self.line_to_mark_ms: list[float] = []  # camera line of the defect's end -> ink mark planned
 
     # -- events from the assembler (stream.AssemblyListener) --------------------------------
@@ -209,6 +224,7 @@ class MarkPlanner:
             class_id=self.class_ids.get(class_name, 0) if action == Action.INK else 0,
             hide_id=hide_id, length_mm=length_mm, key=f"{self.source_id}:{key}", class_name=class_name,
             deadline_belt_mm=float(deadline), planned_ns=time.monotonic_ns(), late=bool(now >= deadline),
+            run_id=self.run_id, epoch=self.epoch, offset_mm=float(self.belt_offset_mm),
         )
         if m.late:
             self.late += 1
@@ -224,24 +240,64 @@ class MarkPlanner:
         for m in accepted:
             name = m.action.name.lower()
             self.planned[name] = self.planned.get(name, 0) + 1
-            self.last_deadline_mm = max(self.last_deadline_mm or m.deadline_belt_mm, m.deadline_belt_mm)
+            d = m.deadline_belt_mm - m.offset_mm
+            self._last_deadline_line = d if self._last_deadline_line is None else max(self._last_deadline_line, d)
         self._write([{"event": "planned", **m.to_json()} for m in accepted])
         for callback in self.on_marks:
             callback(accepted)
 
+    @property
+    def last_deadline_mm(self) -> float | None:
+        """The latest deadline of any mark handed out, in the current belt frame."""
+        return None if self._last_deadline_line is None else self._last_deadline_line + self.belt_offset_mm
+
     def write_header(self, info: dict[str, Any]) -> None:
         """A line in the marks log with the offsets and distances eval needs to read it back."""
-        self._write([{"event": "run", **info}])
+        self._write([{"event": "run", **info, "t": round(time.time(), 6)}])
+
+    def set_frame(self, epoch: int, offset_mm: float, reason: str, quiet: bool = False) -> None:
+        """New marks are planned in frame ``epoch`` with ``offset_mm``; a "frame" line in the marks log.
+
+        ``quiet``: the same frame, the line frame's drift followed (counted, logged at debug).
+        """
+        if quiet:
+            self.drift_retied += 1
+            drift = offset_mm - self.belt_offset_mm
+            log.debug("line frame drift followed", drift_mm=round(drift, 1), belt_offset_mm=round(offset_mm, 1))
+        self.epoch, self.belt_offset_mm = epoch, offset_mm
+        self._write([{"event": "frame", "epoch": epoch, "belt_offset_mm": round(offset_mm, 3), "reason": reason,
+                      "t": round(time.time(), 6)}])
+
+    def record_not_fired(self, marks: list[Mark], reason: str, why: str) -> None:
+        """Marks closed without being fired: counted by ``reason``, logged as an error (an alarm), in the marks log."""
+        if not marks:
+            return
+        self.not_fired[reason] = self.not_fired.get(reason, 0) + len(marks)
+        log.error("marks not fired", reason=reason, why=why, count=len(marks), total=self.not_fired_total,
+                  seqs=[m.seq for m in marks[:20]])
+        self._write([{"event": "not_fired", "reason": reason, **m.to_json()} for m in marks])
+
+    def record_rebased(self, n: int, epoch: int, offset_mm: float) -> None:
+        if n:
+            self.rebased += n
+            log.warning("marks re-based on the new belt frame", count=n, epoch=epoch, belt_offset_mm=round(offset_mm, 1))
+
+    @property
+    def not_fired_total(self) -> int:
+        return sum(self.not_fired.values())
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         if self.log_path is None or not records:
             return
-        if self._log is None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        for r in records:
-            self._log.write(json.dumps(r) + "\n")
-        self._log.flush()
+        with self._log_lock:
+            if self._closed:
+                return
+            if self._log is None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            for r in records:
+                self._log.write(json.dumps(r) + "\n")
+            self._log.flush()
 
     def summary(self) -> dict[str, Any]:
         lat = self.line_to_mark_ms
@@ -253,9 +309,16 @@ class MarkPlanner:
             "defects_covered_by_cluster": self.covered,
             "defects_not_marked_by_rule": self.filtered,
             "duplicates_skipped": self.duplicates,
+            "rebased": self.rebased,
+            "line_frame_drift_retied": self.drift_retied,
+            "not_fired": dict(sorted(self.not_fired.items())),
+            "not_fired_total": self.not_fired_total,
+            "earlier_run_closed": dict(sorted(self.earlier_run_closed.items())),
         }
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        with self._log_lock:
+            self._closed = True
+            if self._log is not None:
+                self._log.close()
+                self._log = None

@@ -218,6 +218,10 @@ def _mark_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
     rows = [("marks planned", ", ".join(f"{k} {v}" for k, v in planned.items()) or "none")]
     rows.append(("  late / by cluster", f"{m.get('late', 0)} late   {m.get('defects_covered_by_cluster', 0)}"
                  " defects covered by a nearby mark"))
+    if m.get("not_fired_total") or m.get("earlier_run_closed"):  # docs/marking.md, "Belt frames"
+        rows.append(("  NOT FIRED", f"{m.get('not_fired_total', 0)} ("
+                     + ", ".join(f"{k} {v}" for k, v in m.get("not_fired", {}).items()) + ")"
+                     + "".join(f"   earlier run's {k} {v}" for k, v in m.get("earlier_run_closed", {}).items())))
     if m.get("line_to_mark_ms_p50") is not None:
         rows.append(("  camera line -> mark", f"p50 {m['line_to_mark_ms_p50']} / p99 {m['line_to_mark_ms_p99']} ms"
                      " (at the line rate; the marker needs it within the marker distance)"))

@@ -26,6 +26,7 @@ publisher and the caller's ``subscribers``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -58,7 +59,10 @@ class InspectionRun:
     source. ``live``: the stitcher drops strips when the ring is full instead of waiting.
     ``publish(topic, data)`` receives each hide ("hide"), its defects ("defect") and each mark
     ("mark"). ``probe`` gets the stages' counters and the mark dispatch, for metrics and the
-    watchdog. ``progress(end_line)`` is called from the source thread after each block.
+    watchdog. ``progress(end_line)`` is called from the source thread after each block. In a
+    ``live`` run each block also ties the line frame to the clock for the marks (dispatch.line_seen).
+    ``hurry``: set it (a second SIGTERM) to end the marks' delivery at once; what is not delivered
+    is counted not fired.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class InspectionRun:
         publish: Publish | None = None,
         probe: Probe | None = None,
         progress: Callable[[int], None] | None = None,
+        hurry: threading.Event | None = None,
     ) -> None:
         self.station = station
         self.model = model
@@ -85,7 +90,10 @@ class InspectionRun:
         self.results: ResultsWriter | None = None
         names = list(model.class_names) if model is not None else []
         if out_dir is not None:
-            self.dispatch = MarkDispatch(station, names, out_dir, plc=plc, source_id=source_id, clock=self.clock)
+            self.dispatch = MarkDispatch(station, names, out_dir, plc=plc, source_id=source_id, clock=self.clock,
+                                         hurry=hurry)
+            if live:
+                progress = _tied(self.dispatch, progress)
             if probe is not None:
                 probe.dispatch = self.dispatch
             self.results = ResultsWriter.for_station(out_dir, station, run_info or {})
@@ -179,6 +187,17 @@ class InspectionRun:
             subscriber(h)
         log.info("hide", hide_id=h.hide_id, lines=[h.first_line, h.last_line], area_m2=round(h.area_m2, 3),
                  defects=len(h.defects), grade=h.grade)
+
+
+def _tied(dispatch: MarkDispatch, progress: Callable[[int], None] | None) -> Callable[[int], None]:
+    """The source's progress callback that also ties each block's last line to the clock (marks' belt frame)."""
+
+    def on_block(end_line: int) -> None:
+        dispatch.line_seen(end_line)
+        if progress is not None:
+            progress(end_line)
+
+    return on_block
 
 
 def run_summary(model: Any, station: Station, writer: ResultsWriter, stats: RunStats, marks: dict[str, Any]

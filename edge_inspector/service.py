@@ -13,7 +13,11 @@ without extra dependencies:
   systemd kills and restarts the service.
 - a bounded drain (``RunThread``): after SIGTERM/SIGINT (or ``--seconds``) the run finishes the
   strips in flight, writes the open hides, flushes marks and summary.json; when that takes longer
-  than ``service.drain_timeout_s`` the exit code is EXIT_DRAIN_TIMEOUT.
+  than ``service.drain_timeout_s`` the exit code is EXIT_DRAIN_TIMEOUT. A second SIGTERM/SIGINT
+  ends the marks' delivery at once (undelivered marks are counted not fired) and the summary is
+  still written (exit code EXIT_INTERRUPTED); a third one interrupts without it.
+- child processes (the ``--plc sim`` soft-PLC) are stopped by the run, and stop by themselves
+  when the inspector dies (edge_inspector/plc/launch.py).
 - events and telemetry over ZeroMQ when ``[events] enabled`` (edge_inspector/events.py).
 """
 
@@ -43,6 +47,8 @@ log = structlog.get_logger(__name__)
 
 EXIT_DRAIN_TIMEOUT = 3
 """Exit code when the drain after a stop exceeded ``service.drain_timeout_s`` (2 is bad input)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after a second stop signal cut the drain short (the summary is written)."""
 
 TICK_S = 0.5  # how often the supervisor looks at the pipeline (at most; less when pings are due sooner)
 STATUS_S = 2.0  # STATUS= period
@@ -377,6 +383,8 @@ def run_service(
     """``edge-inspector run``: the live run with sd_notify, watchdog, bounded drain and events; the exit code.
 
     0 after a clean end (a stop drained within ``service.drain_timeout_s``, or ``seconds`` passed);
+    dispatch.EXIT_MARKS_NOT_FIRED when marks were not fired (summary marks.not_fired);
+    EXIT_INTERRUPTED when a second stop signal cut the drain short (summary written);
     EXIT_DRAIN_TIMEOUT when the drain took longer: the run is still going in its daemon thread,
     so the caller should exit without waiting for it (``os._exit``). Bad input, and a camera that
     does not come back, raise InputError/CameraError as run_live does. The summary is printed as a
@@ -388,6 +396,7 @@ def run_service(
     marks = Marks(probe)
     supervisor = Supervisor(notifier, probe, stall_s=svc.stall_s, ping_s=watchdog_ping_s(), marks=marks)
     stop = threading.Event()
+    hurry = threading.Event()
     status = "stopped: the run failed (see the log)"
     with (logs.process_context(station=station.station.name),
           _events(station, probe, stop, supervisor.telemetry_extra) as publish):
@@ -395,9 +404,9 @@ def run_service(
             supervisor.start()
             run = RunThread(lambda: run_live(
                 station, out_dir, seconds=seconds, model_path=model_path, stop=stop, on_ready=supervisor.ready,
-                plc=plc, probe=probe, publish=marks.counting(publish),
+                plc=plc, probe=probe, publish=marks.counting(publish), hurry=hurry,
             ))
-            with stop_on_signals(stop):
+            with stop_on_signals(stop, hurry):
                 run.start()
                 drained = run.wait(stop, svc.drain_timeout_s, on_stop=supervisor.draining)
             if not drained:
@@ -412,7 +421,11 @@ def run_service(
             notifier.close()
             logs.flush_repeats(everything=True)
         _report(summary, out_dir, summary_table)
-    return 0
+    if hurry.is_set():
+        return EXIT_INTERRUPTED
+    from .dispatch import exit_status
+
+    return exit_status(summary.get("marks"))
 
 
 SUMMARY_FIELDS = ("lines", "lines_lost", "strips_dropped", "tiles", "hides", "defects", "grades", "lines_per_s",
@@ -427,4 +440,4 @@ def _report(summary: dict[str, Any], out_dir: Path, table: bool) -> None:
         print(format_summary(summary, out_dir))
     else:
         log.info("run summary", out=str(out_dir), **{k: summary.get(k) for k in SUMMARY_FIELDS},
-                 marks=summary["marks"].get("planned"))
+                 marks=summary["marks"].get("planned"), marks_not_fired=summary["marks"].get("not_fired"))

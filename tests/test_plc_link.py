@@ -416,7 +416,8 @@ def test_outbox_numbers_across_reopen_and_deduplicates_keys(tmp_path: Path) -> N
         assert [m.seq for m in ob.pending(after_seq=3)] == [4]
         pend = ob.pending()
         assert [m.key for m in pend] == ["", "c"] and pend[1].belt_mm == 6.0
-        assert ob.counts() == {"pending": 2, "acked": 2, "first_pending_seq": 3, "last_seq": 4, "acked_upto": 2}
+        assert ob.counts() == {"pending": 2, "acked": 2, "closed": 0, "first_pending_seq": 3, "last_seq": 4, "acked_upto": 2,
+                               "written_upto": 0}
         assert [h["key"] for h in ob.history()] == ["b", "a"]
 
 

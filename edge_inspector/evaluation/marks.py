@@ -55,6 +55,12 @@ def _pct(v: list[float], q: float) -> float | None:
     return round(float(np.percentile(v, q)), 2) if v else None
 
 
+def _offset_at(frames: list[tuple[float, float]], t: float, default: float) -> float:
+    """The belt offset in force at wall time ``t``: the latest run/frame line before it."""
+    got = [o for ft, o in frames if ft <= t]
+    return got[-1] if got else default
+
+
 def evaluate_marks(
     run_dir: Path, gt_boxes: np.ndarray, inspected: list[bool], tol_mm: float = 10.0,
 ) -> dict[str, Any] | None:
@@ -71,6 +77,9 @@ def evaluate_marks(
     if head is None:
         raise InputError("no 'run' line with the belt offset", path=mpath)
     offset = float(head.get("belt_offset_mm", 0.0))
+    # belt frames (docs/marking.md): a mark fired after a "frame" line is in that frame's offset
+    frames = sorted((float(r.get("t", 0.0)), float(r["belt_offset_mm"])) for r in recs
+                    if r.get("event") in ("run", "frame"))
     marker = float(head.get("marker_distance_mm", 0.0))
     planned = [r for r in recs if r.get("event") == "planned"]
     ink_planned = [r for r in planned if r.get("action") == "ink"]
@@ -86,12 +95,14 @@ def evaluate_marks(
         missed = sum(1 for e in ev if e.get("event") == "missed")
         placement = [abs(float(e.get("error_mm", 0.0))) for e in fired]
         ink = [
-            (float(e["fired_at_mm"]) - marker - offset, float(e.get("across_mm", 0.0)))
+            (float(e["fired_at_mm"]) - marker - _offset_at(frames, float(e.get("t", 0.0)), offset),
+             float(e.get("across_mm", 0.0)))
             for e in fired if str(e.get("action", "")).lower() == "ink"
         ]
         ink_unfired = len(ink_planned) - len(ink)
     else:
-        ink = [(float(r["belt_mm"]) - offset, float(r.get("across_mm", 0.0))) for r in ink_planned]
+        ink = [(float(r["belt_mm"]) - float(r.get("offset_mm", offset)), float(r.get("across_mm", 0.0)))
+               for r in ink_planned]
         ink_unfired = 0
 
     gt = np.asarray(gt_boxes, np.float64).reshape(-1, 4)

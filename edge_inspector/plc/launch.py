@@ -66,8 +66,9 @@ def plc_address(plc: str | None, cfg: Plc) -> tuple[str, int] | None:
 class SoftPlcProcess:
     """A soft-PLC (``python -m edge_inspector.plc.softplc``) in a child process on a free loopback port.
 
-    ``options``: more ``plc-sim`` options; ``log_path``: its event log (``--log``). Returns once the
-    child listens (its first line, "soft-plc unit 1 at 947.2 mm/s listening on 127.0.0.1:PORT", is
+    ``options``: more ``plc-sim`` options; ``log_path``: its event log (``--log``). The child stops
+    by itself when this process is gone (``--exit-with-parent``), so a killed inspector leaves no
+    soft-PLC behind. Returns once the child listens (its first line, "soft-plc unit 1 at 947.2 mm/s listening on 127.0.0.1:PORT", is
     ``banner``); InputError when it does not start.
     """
 
@@ -75,7 +76,7 @@ class SoftPlcProcess:
         self.speed_mm_s = speed_mm_s
         self.log_path = log_path
         cmd = [sys.executable, "-m", "edge_inspector.plc.softplc", "--host", LOOPBACK, "--port", "0",
-               "--speed-mm-s", f"{speed_mm_s:.6f}", *options]
+               "--speed-mm-s", f"{speed_mm_s:.6f}", "--exit-with-parent", str(os.getpid()), *options]
         if log_path is not None:
             cmd += ["--log", str(log_path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,

@@ -12,6 +12,13 @@ a full ring is backpressure (counted, logged, state DEGRADED), never an overwrit
 (re)connect everything from ack + 1 is written again: the PLC de-duplicates by sequence.
 The rules are in docs/register-map.md; addresses come from the register map only.
 
+Belt frames (docs/marking.md): ``epoch`` numbers the PLC's encoder frame, 1 from the first
+reading. It moves on when the frame is not the one the marks were planned in: the PLC lost its
+memory, or its encoder is not where the last reading and the belt speed allow (reset, jump, a
+replaced PLC). Marks carry the epoch they were planned in; the link writes a mark only in its own
+epoch (or one without an epoch), so the owner (edge_inspector/dispatch.py) re-bases or closes
+the others first.
+
     link = PlcLink(station.plc, Outbox(path))
     link.start(); link.set_state(InspectorState.RUNNING)
     link.submit(marks)            # persisted before return, sent by the thread
@@ -67,6 +74,9 @@ def unit_keyword(method: Callable[..., Any]) -> str:
 
 
 UNIT_KW = unit_keyword(ModbusTcpClient.read_holding_registers)
+_TRACE = "trace_packet" in inspect.signature(ModbusTcpClient.__init__).parameters
+_FRAME_TOL_MM = 100.0  # encoder continuity: slack beyond what the belt speed allows ...
+_FRAME_TOL_S = 0.3  # ... or this much belt travel, whichever is larger
 
 
 class LinkError(Exception):
@@ -126,6 +136,12 @@ class PlcLink:
         self._alive: tuple[int, float] | None = None  # PLC_ALIVE and when it last changed
         self._ack_moved = False  # the last PLC read advanced the acknowledgement
         self._faults = 0
+        self._rx = bytearray()  # bytes received during the current request (pymodbus trace_packet)
+        # belt frame (see module doc)
+        self.epoch = 0  # 0 until the first encoder reading
+        self._epoch_since = time.time()
+        self._last_reading: tuple[float, float, int] | None = None  # (mm, speed, monotonic ns) of the latest read
+        self._at_connect: tuple[int, float, float | None] = (0, self._epoch_since, None)  # epoch, since, last mm
         # readings (any thread, under _lock)
         self._plc: dict[str, float | int] = {}
         self._belt_raw: int | None = None
@@ -257,7 +273,8 @@ class PlcLink:
                 "problems": sorted(self._problems),
                 **{k: self._counts[k] for k in ("connects", "reconnects", "heartbeats", "marks_submitted",
                                                "marks_duplicate", "marks_sent", "marks_acked", "resends",
-                                               "ring_full_waits")},
+                                               "ring_full_waits", "frame_changes", "marks_lost_in_plc",
+                                               "bad_replies")},
                 "errors": dict(self._errors),
                 "last_error": self._last_error,
             }
@@ -266,6 +283,7 @@ class PlcLink:
         out["plc_ack"] = self._trusted_ack
         out.update({("" if k.startswith("PLC_") else "plc_") + k.lower(): v for k, v in plc.items()})
         out["belt_mm"] = self.belt_mm()
+        out["epoch"] = self.epoch
         return out
 
     # -- the link thread ----------------------------------------------------------------------
@@ -324,13 +342,21 @@ class PlcLink:
             raise LinkError("connect_timeout", f"PLC {self.where}: no answer to connect within {t:g} s (plc.host, network)") from None
         except OSError as e:
             raise LinkError("connect_error", f"PLC {self.where}: cannot connect: {e.strerror or e}") from None
-        client = ModbusTcpClient(host, port=port, timeout=t, retries=0)
+        trace = {"trace_packet": self._trace} if _TRACE else {}
+        client = ModbusTcpClient(host, port=port, timeout=t, retries=0, **trace)
         if not client.connect():
             raise LinkError("connect_error", f"PLC {self.where}: Modbus connect failed")
         self._client = client
         self._fresh = True
         self._alive = None
+        self._at_connect = (self.epoch, self._epoch_since, self._last_reading[0] if self._last_reading else None)
         self._plc_written_at_connect = int(self._read("LAST_WRITTEN_SEQ"))
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus trace_packet: keep what came back, to tell garbage from silence."""
+        if not sending:
+            self._rx += data[:64]
+        return data
 
     def _disconnect(self, quiet: bool = False) -> None:
         if self._client is not None:
@@ -361,16 +387,15 @@ class PlcLink:
     def _request(self, function: str, address: int, count: int, call: Callable[..., Any]) -> Any:
         """One Modbus request; any failure becomes a LinkError naming PLC, unit, function, registers."""
         what = f"PLC {self.where}: {function} {self._describe(address, count)}"
-        silent = LinkError("no_response", f"{what}: no response within {self.cfg.timeout_s:g} s"
-                           f" (a PLC that ignores unit id {self.cfg.unit_id}? check plc.unit_id)")
+        self._rx.clear()
         try:
             rr = call(**{UNIT_KW: self.cfg.unit_id})
         except ModbusIOException:
-            raise silent from None
+            raise self._silent_or_garbage(what) from None
         except (ModbusException, OSError) as e:
             raise LinkError("connection", f"{what}: {e}") from None
         if isinstance(rr, ModbusIOException):  # older pymodbus returns it instead of raising
-            raise silent
+            raise self._silent_or_garbage(what)
         if rr.isError():
             code = int(getattr(rr, "exception_code", 0) or 0)
             name = _EXCEPTIONS.get(code, "unknown exception")
@@ -380,12 +405,35 @@ class PlcLink:
             raise LinkError("exception_response", f"{what}: exception {code} ({name})")
         return rr
 
+    def _silent_or_garbage(self, what: str) -> LinkError:
+        """No valid reply: nothing came back (silence), or bytes that are no Modbus reply (garbage)."""
+        if self._rx:
+            with self._lock:
+                self._counts["bad_replies"] += 1
+            head = bytes(self._rx[:16]).hex(" ")
+            return LinkError("bad_reply", f"{what}: the reply is not a Modbus TCP response to this request"
+                             f" ({len(self._rx)} bytes: {head}{' ...' if len(self._rx) > 16 else ''});"
+                             " another device or service on this port? check plc.host and plc.port")
+        return LinkError("no_response", f"{what}: no response within {self.cfg.timeout_s:g} s"
+                         f" (a PLC that ignores unit id {self.cfg.unit_id}? check plc.unit_id)")
+
+    def _registers(self, rr: Any, address: int, count: int) -> list[int]:
+        """The registers of a read reply; a reply with fewer than asked is a LinkError, not an IndexError."""
+        words = list(getattr(rr, "registers", None) or [])
+        if len(words) < count:
+            with self._lock:
+                self._counts["bad_replies"] += 1
+            raise LinkError("short_reply", f"PLC {self.where}: read {self._describe(address, count)}: the reply"
+                            f" carries {len(words)} register{'s' if len(words) != 1 else ''}, {count} were asked;"
+                            " the PLC's Modbus server does not map the whole register block (docs/register-map.md)")
+        return words[:count]
+
     def _read(self, name: str) -> float | int:
         r = self.map.reg(name)
         c = self._client
         assert c is not None
         rr = self._request("read", r.address, r.count, lambda **kw: c.read_holding_registers(r.address, count=r.count, **kw))
-        return r.decode(rr.registers)
+        return r.decode(self._registers(rr, r.address, r.count))
 
     def _write(self, address: int, words: list[int]) -> None:
         c = self._client
@@ -406,7 +454,7 @@ class PlcLink:
         t0 = time.monotonic_ns()
         rr = self._request("read", first, count, lambda **kw: c.read_holding_registers(first, count=count, **kw))
         t_ns = (t0 + time.monotonic_ns()) // 2
-        words = list(rr.registers)
+        words = self._registers(rr, first, count)
         vals = {r.name: self.map.decode(r.name, words, first) for r in self.map.registers.values() if r.writer == "plc"}
         pos = self.map.reg("BELT_POSITION")
         raw = from_words(words[pos.address - first : pos.address - first + pos.count], pos.type)
@@ -417,11 +465,49 @@ class PlcLink:
             else:  # unwrap: the encoder counts modulo 2^32
                 self._belt_mm += float(pos.to_physical(dint_diff(raw, self._belt_raw)))
             self._belt_raw, self._belt_ns = raw, t_ns
+        self._check_frame(float(vals["BELT_SPEED"]), t_ns)
         self._check_alive(int(vals["PLC_ALIVE"]))
         self._check_faults(int(vals["MARKER_FAULTS"]))
         self._check_map_version(int(vals["PLC_MAP_VERSION"]))
         self._take_ack(int(vals["LAST_ACK_SEQ"]))
         self._fresh = False
+
+    def _check_frame(self, speed: float, t_ns: int) -> None:
+        """Epoch 1 at the first reading; a new epoch when the encoder is not where it can be.
+
+        From the previous reading (position p, speed v, dt ago) the belt can be anywhere in
+        [p - tol, p + max(|v|, |speed|) x dt + tol] (it may have stopped; a PLC restarted from its
+        RETAIN memory resumes where it stopped). Outside: reset, jump or another PLC.
+        """
+        with self._lock:
+            now_mm = self._belt_mm
+        assert now_mm is not None
+        prev, self._last_reading = self._last_reading, (now_mm, speed, t_ns)
+        if prev is None:
+            self._new_epoch("first encoder reading")
+            return
+        p, v, t_prev = prev
+        dt = max(0.0, (t_ns - t_prev) / 1e9)
+        fast = max(abs(v), abs(speed))
+        tol = max(_FRAME_TOL_MM, fast * _FRAME_TOL_S)
+        if not p - tol <= now_mm <= p + fast * dt + tol:
+            r = self.map.reg("BELT_POSITION")
+            self._new_epoch(f"{r.name} (address {r.address}) reads {now_mm:.1f} mm, {dt:.1f} s after {p:.1f} mm"
+                            f" at {fast:.0f} mm/s: the encoder was reset or jumped")
+
+    def _new_epoch(self, why: str) -> None:
+        """Start belt frame epoch + 1: marks of older epochs wait until their owner re-bases or closes them."""
+        self.epoch += 1
+        self._epoch_since = time.time()
+        if self.epoch == 1:
+            return
+        with self._lock:
+            self._counts["frame_changes"] += 1
+            self._belt_mm = float(self.map.reg("BELT_POSITION").to_physical(self._belt_raw or 0))  # unwrap afresh
+            speed = float(self._plc.get("BELT_SPEED", 0.0))
+        self._last_reading = (self._belt_mm, speed, self._belt_ns)
+        self._error("belt_frame_changed", f"PLC {self.where}: belt frame changed ({why}); unsent marks are"
+                    " re-based on the new frame when the line position is certain, else closed as not fired")
 
     def _check_alive(self, alive: int) -> None:
         """A PLC whose scan counter stands still answers Modbus but runs no program (STOP mode)."""
@@ -478,13 +564,16 @@ class PlcLink:
                         f" wrote ({last_seq}); not trusted, ring gated at ack {self._trusted_ack}")
             return
         self._problem("ack_beyond", False)
-        if ack < acked_upto:
+        forgot = self._fresh and ack == 0 and self._plc_written_at_connect == 0 and counts["written_upto"] > 0
+        if ack < acked_upto or forgot:  # forgot: it acknowledged nothing, and its ring lost what was written
             if self._fresh and ack == 0 and self._plc_written_at_connect == 0:
                 n = self.outbox.renumber_pending(1)
                 self._written_max = 0
+                lost = self._memory_lost()
                 self._error("plc_memory_lost", f"PLC {self.where}: {reg} and LAST_WRITTEN_SEQ = 0 after"
-                            f" {acked_upto} acknowledged: the PLC lost its memory; marks it had acknowledged but"
-                            f" not fired are lost; {n} pending marks renumbered from 1")
+                            f" {acked_upto} acknowledged and {counts['written_upto']} written: the PLC lost its memory; {lost} marks it had acknowledged"
+                            f" but not fired are lost with it; {n} pending marks renumbered from 1 and held"
+                            " until re-based on the new belt frame")
                 self._accept_ack(0)
                 return
             self._problem("ack_backwards", True)
@@ -493,6 +582,18 @@ class PlcLink:
             return
         self._problem("ack_backwards", False)
         self._accept_ack(ack)
+
+    def _memory_lost(self) -> int:
+        """A PLC without its memory: a new belt frame (unless the encoder jump started one already);
+        the acknowledged marks whose deadline lay beyond the last position read from the old PLC
+        were in its fire list, not fired: counted as lost."""
+        epoch, since, last_mm = self._at_connect
+        if self.epoch == epoch:
+            self._new_epoch("the PLC lost its memory")
+        lost = self.outbox.acked_since(since, last_mm) if last_mm is not None else 0
+        with self._lock:
+            self._counts["marks_lost_in_plc"] += lost
+        return lost
 
     def _accept_ack(self, ack: int) -> None:
         self._ack_moved = self._trusted_ack is not None and ack > self._trusted_ack
@@ -514,6 +615,9 @@ class PlcLink:
         marks = self.outbox.pending(after_seq=self._next_write - 1, limit=ring.slots)
         wrote = False
         for m in marks:
+            if m.epoch is not None and m.epoch != self.epoch:  # planned in another belt frame: held
+                self._problem("frame_hold", True)
+                break
             if m.seq - ring.slots > self._trusted_ack:
                 self._ring_full(m.seq)
                 break
@@ -526,8 +630,10 @@ class PlcLink:
             wrote = True
         else:
             self._problem("ring_full", False)
+            self._problem("frame_hold", False)
         if wrote:
             self._write(self.map.reg("LAST_WRITTEN_SEQ").address, self.map.reg("LAST_WRITTEN_SEQ").encode(self._next_write - 1))
+            self.outbox.set_written(self._next_write - 1)
 
     def _ring_full(self, seq: int) -> None:
         with self._lock:

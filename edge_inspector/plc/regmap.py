@@ -167,6 +167,7 @@ class RegisterMap:
     heartbeat_period_ms: int
     heartbeat_timeout_ms: int
     fire_list_size: int
+    fire_window_mm: float  # a target passed by more than this is counted missed, never fired late
     blocks: dict[str, Block]
     registers: dict[str, Field]
     ring: Ring
@@ -177,6 +178,11 @@ class RegisterMap:
 
     def reg(self, name: str) -> Field:
         return self.registers[name]
+
+    @property
+    def fire_window(self) -> int:
+        """``fire_window_mm`` in raw position counts (BELT_POSITION's scale)."""
+        return self.reg("BELT_POSITION").to_raw(self.fire_window_mm, wrap=False)
 
     def span(self, writer: str) -> tuple[int, int]:
         """(first address, count) covering every register of ``writer`` (the ring excluded)."""
@@ -285,6 +291,8 @@ def _problems(m: RegisterMap) -> list[str]:
         out.append(f"map.word_order: {m.word_order!r}; the protocol uses big-endian words, high word first")
     if m.heartbeat_timeout_ms <= m.heartbeat_period_ms:
         out.append("map.heartbeat_timeout_ms must be longer than map.heartbeat_period_ms")
+    if not 0 < m.fire_window_mm < 10_000:
+        out.append(f"map.fire_window_mm: {m.fire_window_mm:g}; give a positive window below 10 m (e.g. 20)")
     for r in m.registers.values():
         out += _field_problems(r, "register")
         b = m.blocks.get(r.writer)
@@ -334,6 +342,7 @@ def parse(data: dict[str, Any], source: str = MAP_FILE) -> RegisterMap:
             heartbeat_period_ms=int(meta["heartbeat_period_ms"]),
             heartbeat_timeout_ms=int(meta["heartbeat_timeout_ms"]),
             fire_list_size=int(meta["fire_list_size"]),
+            fire_window_mm=float(meta["fire_window_mm"]),
             blocks={k: Block(k, int(b["first"]), int(b["last"]), str(b.get("meaning", ""))) for k, b in data["blocks"].items()},
             registers={r["name"]: _field(r, str(r["writer"]), "address") for r in data["registers"]},
             ring=Ring(

@@ -79,12 +79,15 @@ _RULES = """\
 5. De-duplication: the PLC only ever takes `LAST_ACK_SEQ + 1`, so a sequence `<= LAST_ACK_SEQ`
    (a resend) is ignored. `LAST_ACK_SEQ` and the fire list are RETAIN: a PLC restart fires
    every acknowledged mark exactly once.
-6. A mark whose target has already passed the actuator when it is consumed is not fired: it is
-   counted in `MARKS_MISSED` (and acknowledged). Fire list full ({fire_list} entries): the PLC
+6. A mark whose target the belt has already passed by more than the fire window when it is
+   consumed is not fired: it is counted in `MARKS_MISSED` (and acknowledged). Fire list full ({fire_list} entries): the PLC
    stops acknowledging (fault bit `FIRE_LIST_FULL`) until an entry fires.
 7. Firing: the PLC fires when the signed 32-bit difference `BELT_POSITION - target` becomes
    `>= 0` (positions wrap modulo 2^32: never compare raw values). It then counts `MARKS_FIRED`
-   and sets `LAST_FIRED_SEQ`.
+   and sets `LAST_FIRED_SEQ`. When that difference is already above the fire window
+   (`FIRE_WINDOW`, {fire_window:g} mm; a late scan, a stalled task) the spot has passed the
+   actuator: the mark is counted in `MARKS_MISSED` and **not fired** (never somewhere else);
+   a missed `*_END` action still ends its zone.
 
 ### After a (re)connect: resend from ack + 1
 
@@ -173,13 +176,14 @@ def render_markdown(m: RegisterMap | None = None) -> str:
     out += [
         "",
         f"### Timing: heartbeat every {m.heartbeat_period_ms} ms, lost after {m.heartbeat_timeout_ms} ms;"
-        f" fire list of {m.fire_list_size} marks",
+        f" fire list of {m.fire_list_size} marks; fire window {m.fire_window_mm:g} mm",
         "",
     ]
     out.append(
         _RULES.format(
             slots=ring.slots, base=ring.base, stride=ring.stride, words=ring.words, fire_list=m.fire_list_size,
             version=m.version, period=m.heartbeat_period_ms, timeout=m.heartbeat_timeout_ms,
+            fire_window=m.fire_window_mm,
             plc_first=plc_first, plc_last=plc_first + plc_count - 1,
         )
     )
@@ -225,6 +229,7 @@ def render_st_block(m: RegisterMap | None = None) -> str:
         _st_const("HR_LAST", "UINT", str(m.hr_last), "highest holding register of the map"),
         _st_const("HEARTBEAT_TIMEOUT", "TIME", f"T#{m.heartbeat_timeout_ms}MS", "inspector heartbeat lost after"),
         _st_const("FIRE_LIST_SIZE", "UINT", str(m.fire_list_size), "marks between ack and fire"),
+        _st_const("FIRE_WINDOW", "DINT", str(m.fire_window), f"0.1 mm ({m.fire_window_mm:g} mm): passed by more = missed"),
         "    (* register addresses (0-based; 32-bit values: high word here, low word at +1) *)",
     ]
     for r in m.registers.values():

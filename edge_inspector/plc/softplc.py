@@ -8,19 +8,26 @@ its target (belt position + actuator distance), and each event is logged as a JS
     {"event": "fired", "seq": 7, "action": "ink", "belt_mm": 1234.5, "target_mm": 5234.5,
      "fired_at_mm": 5235.1, "error_mm": 0.6, ...}
 
-so tests and ``edge-inspector eval`` can measure marking end to end. ``state_path`` is the
+so tests and ``edge-inspector eval`` can measure marking end to end. A target the belt passed by
+more than the map's fire window when the scan gets to it (a late scan) is logged ``missed``
+with ``late_by_mm``, never fired somewhere else. ``state_path`` is the
 PLC's RETAIN memory (last ack, fire list, belt position, counters): a soft-PLC stopped and
 started again fires every acknowledged mark exactly once.
 
 Command line (``edge-inspector plc-sim`` runs the same)::
 
     python -m edge_inspector.plc.softplc --port 5020 --log plc.jsonl --state plc-state.json
+
+Memory stays flat over a long run: the events kept in memory (``events``, ``fired``, ``missed``)
+are the latest ``EVENTS_KEPT``; the log file has them all. ``--exit-with-parent PID`` stops it
+when that process is gone (a child of an inspector that was killed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import heapq
 import json
 import os
@@ -59,6 +66,8 @@ log = structlog.get_logger(__name__)
 
 _HOLDING_FUNCTIONS = (3, 6, 16, 23)  # read, write single, write multiple, read/write multiple
 _STATE_VERSION = 1
+EVENTS_KEPT = 1_000  # events kept in memory (the log file keeps them all)
+_PARENT_POLL_S = 0.2
 
 
 @dataclass
@@ -199,9 +208,10 @@ class SoftPlc:
         self._heartbeat_t = 0.0
         self._heartbeat_lost = False
         self._persisted_t = 0.0
-        self.events: list[dict[str, Any]] = []
-        self.fired: list[dict[str, Any]] = []
-        self.missed: list[dict[str, Any]] = []
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+        self.fired: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+        self.missed: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+        self.counts: Counter[str] = Counter()  # events since start, by kind (not bounded like ``events``)
         self._log_file: Any = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,7 +249,7 @@ class SoftPlc:
             now = time.monotonic()
             self._belt0_mm, self._t0 = self._belt_mm_at(now), now
             self._persist()
-            self._event("stop", belt_mm=self._mm(self._belt_raw(now)))
+            self._event("stop", belt_mm=self._mm(self._belt_raw(now)), queued=len(self._queue))
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -410,7 +420,7 @@ class SoftPlc:
         e = FireEntry(seq, raw["ACTION"], raw["BELT_POS"], raw["ACROSS_POS"], raw["CLASS_ID"], raw["HIDE_ID"],
                       raw["LENGTH"], target)
         late = dint_diff(pos, target)
-        if late > 0:
+        if late > self.map.fire_window:  # passed: missed (within the window it fires this scan)
             self.marks_missed = wrap32(self.marks_missed + 1, signed=False)
             self._event("missed", **self._entry_json(e), late_by_mm=self._mm(late))
         else:
@@ -418,10 +428,20 @@ class SoftPlc:
         self.last_ack = seq
 
     def _fire(self, counts: int) -> bool:
-        """Fire every entry whose target the belt reached (``BELT_POSITION - target >= 0``)."""
+        """Fire every entry whose target the belt reached (``BELT_POSITION - target >= 0``).
+
+        An entry passed by more than the fire window (the scan came late) is missed, not fired.
+        """
         fired = False
+        window = self.map.fire_window
         while self._queue and self._queue[0][0] <= counts:
             due, _, e = heapq.heappop(self._queue)
+            if counts - due > window:
+                self.marks_missed = wrap32(self.marks_missed + 1, signed=False)
+                self._event("missed", **self._entry_json(e), late_by_mm=self._mm(counts - due),
+                            at_mm=self._mm(wrap32(counts)), why="passed the actuator between two scans")
+                fired = True
+                continue
             self.marks_fired = wrap32(self.marks_fired + 1, signed=False)
             self.last_fired_seq = e.seq
             self._event("fired", **self._entry_json(e), fired_at_mm=self._mm(wrap32(counts)),
@@ -465,6 +485,7 @@ class SoftPlc:
     # -- events and RETAIN memory -------------------------------------------------------------
     def _event(self, kind: str, **fields: Any) -> None:
         ev = {"event": kind, **fields, "t": round(time.time(), 6)}
+        self.counts[kind] += 1
         self.events.append(ev)
         if kind == "fired":
             self.fired.append(ev)
@@ -531,6 +552,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default=None, help="JSON lines of fired/missed/heartbeat events")
     p.add_argument("--state", default=None, help="RETAIN memory file (last ack, fire list, belt position)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until SIGTERM/SIGINT)")
+    p.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
+                   help="stop (state saved, summary line) when process PID is gone: a child of the inspector")
 
 
 def _settings(a: argparse.Namespace) -> dict[str, Any]:
@@ -561,12 +584,29 @@ def run(a: argparse.Namespace) -> int:
         raise InputError(str(e), where=f"--host {a.host} --port {plc.port}") from None
     print(f"soft-plc unit {plc.unit_id} at {plc.speed_mm_s:g} mm/s listening on {plc.address}", flush=True)
     try:
-        stop.wait(a.seconds)
+        _wait(stop, a.seconds, a.exit_with_parent)
     finally:
         plc.stop()
-    lost = sum(1 for e in plc.events if e["event"] == "heartbeat_lost")
-    print(f"soft-plc stopped: fired {len(plc.fired)}, missed {len(plc.missed)}, heartbeat lost {lost}", flush=True)
+    c = plc.counts
+    print(f"soft-plc stopped: fired {c['fired']}, missed {c['missed']}, heartbeat lost {c['heartbeat_lost']}",
+          flush=True)
     return 0
+
+
+def _wait(stop: threading.Event, seconds: float | None, parent: int | None) -> None:
+    """Until ``stop``, ``seconds`` or, with ``parent``, until that process is gone (we are re-parented)."""
+    end = None if seconds is None else time.monotonic() + seconds
+    while not stop.is_set():
+        left = None if end is None else end - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        if parent is None:
+            stop.wait(left)
+            continue
+        if os.getppid() != parent:
+            log.warning("soft-plc: the inspector that started it is gone; stopping", parent_pid=parent)
+            return
+        stop.wait(_PARENT_POLL_S if left is None else min(left, _PARENT_POLL_S))
 
 
 def main(argv: list[str] | None = None) -> int:
