@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=model_arg, help="calibrate this model instead of the station's")
     s.set_defaults(fn=cmd_calibrate)
 
-    from .plc import softplc
+    from .plc import plcsim
     from .train import __main__ as train_cli
 
     s = sub.add_parser("train", help="train the default model (needs the 'train' extra: torch); see docs/models.md")
@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=train_cli.run)
 
     s = sub.add_parser("plc-sim", help="soft-PLC: a Modbus TCP server with a simulated belt and marker")
-    softplc.add_arguments(s)
-    s.set_defaults(fn=softplc.run)
+    plcsim.add_arguments(s)
+    s.set_defaults(fn=plcsim.run)
 
     s = sub.add_parser("bench", help="measure lines/s and tiles/s (JSON)")
     s.add_argument("--station", help="station TOML (default: built-in 8K defaults)")

@@ -26,7 +26,8 @@ from pymodbus.client import ModbusTcpClient
 
 from edge_inspector.config import Plc
 from edge_inspector.mark import Action, InspectorState, Mark
-from edge_inspector.plc.link import UNIT_KW, PlcLink, unit_keyword
+from edge_inspector.plc.link import UNIT_KW, PlcLink
+from edge_inspector.plc.modbus import unit_keyword
 from edge_inspector.plc.outbox import Outbox, OutboxError
 from edge_inspector.plc.regmap import default_map
 from edge_inspector.plc.softplc import SoftPlc

@@ -64,7 +64,7 @@ def plc_address(plc: str | None, cfg: Plc) -> tuple[str, int] | None:
 
 
 class SoftPlcProcess:
-    """A soft-PLC (``python -m edge_inspector.plc.softplc``) in a child process on a free loopback port.
+    """A soft-PLC (``python -m edge_inspector.plc.plcsim``) in a child process on a free loopback port.
 
     ``options``: more ``plc-sim`` options; ``log_path``: its event log (``--log``). The child stops
     by itself when this process is gone (``--exit-with-parent``), so a killed inspector leaves no
@@ -75,7 +75,7 @@ class SoftPlcProcess:
     def __init__(self, speed_mm_s: float, options: Sequence[str] = (), *, log_path: Path | None = None) -> None:
         self.speed_mm_s = speed_mm_s
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "edge_inspector.plc.softplc", "--host", LOOPBACK, "--port", "0",
+        cmd = [sys.executable, "-m", "edge_inspector.plc.plcsim", "--host", LOOPBACK, "--port", "0",
                "--speed-mm-s", f"{speed_mm_s:.6f}", "--exit-with-parent", str(os.getpid()), *options]
         if log_path is not None:
             cmd += ["--log", str(log_path)]

@@ -28,7 +28,6 @@ the others first.
 
 from __future__ import annotations
 
-import inspect
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from ..config import Plc
 from ..mark import InspectorState, Mark
+from .modbus import EXCEPTIONS, TRACE as _TRACE, UNIT_KW, LinkError, Throttle as _Throttle
 from .outbox import Outbox
 from .regmap import RegisterMap, default_map, dint_diff, from_words
 
@@ -49,60 +49,8 @@ log = structlog.get_logger(__name__)
 
 _BACKOFF_FIRST_S = 0.1
 _RING_POLL_S = 0.01  # ring full while the PLC is consuming: look at its ack this often
-_LOG_EVERY_S = 5.0
-_EXCEPTIONS = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    6: "server device busy",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-
-
-def unit_keyword(method: Callable[..., Any]) -> str:
-    """The keyword a pymodbus request method takes the unit id by.
-
-    pymodbus 3.10 renamed ``slave=`` to ``device_id=``; the installed version decides.
-    """
-    params = inspect.signature(method).parameters
-    for name in ("device_id", "slave"):
-        if name in params:
-            return name
-    raise RuntimeError(f"pymodbus {method.__qualname__} takes neither device_id= nor slave=: unsupported version")
-
-
-UNIT_KW = unit_keyword(ModbusTcpClient.read_holding_registers)
-_TRACE = "trace_packet" in inspect.signature(ModbusTcpClient.__init__).parameters
 _FRAME_TOL_MM = 100.0  # encoder continuity: slack beyond what the belt speed allows ...
 _FRAME_TOL_S = 0.3  # ... or this much belt travel, whichever is larger
-
-
-class LinkError(Exception):
-    """One failed Modbus exchange: ``kind`` is the counter it goes to, the text says what to check."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-class _Throttle:
-    """At most one log line per key every ``every_s``; tells how many were held back."""
-
-    def __init__(self, every_s: float = _LOG_EVERY_S) -> None:
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._held: Counter[str] = Counter()
-
-    def due(self, key: str) -> int | None:
-        """None: stay quiet; else the number of suppressed repeats since the last line."""
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.every_s:
-            self._held[key] += 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)
 
 
 class PlcLink:
@@ -398,7 +346,7 @@ class PlcLink:
             raise self._silent_or_garbage(what)
         if rr.isError():
             code = int(getattr(rr, "exception_code", 0) or 0)
-            name = _EXCEPTIONS.get(code, "unknown exception")
+            name = EXCEPTIONS.get(code, "unknown exception")
             if code in (10, 11):
                 raise LinkError("wrong_unit", f"{what}: exception {code} ({name}): no device with unit id"
                                 f" {self.cfg.unit_id} behind {self.cfg.host}:{self.cfg.port}; check plc.unit_id")
