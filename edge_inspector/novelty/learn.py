@@ -225,7 +225,7 @@ def unit_patches(fx: FeatureExtractor, unit: Unit, station: Station, batch: int)
 # -- the threshold ----------------------------------------------------------------------------------
 
 
-def score_holdout(model: Any, units: list[Unit], station: Station, multiple: int, min_area_px: float) -> GoodLeather:
+def score_holdout(model: Any, units: Iterator[Unit], station: Station, multiple: int, min_area_px: float) -> GoodLeather:
     """The calibrate machinery on held-out units: false blobs per threshold and leather area."""
     from ..evaluation.model_eval import score_image
 
@@ -332,20 +332,25 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
     if holdout:
         sample = res[1].sample()[:SAMPLE]
         d_ref = float(head_a.distance(sample).max()) if len(sample) else 1.0
-        d_scale = 0.625 * max(d_ref, 1e-6)  # the held-out maximum lands at 0.8 on model A's map
-        spec_a = ModelSpec(channels, opts.downscale, d_scale, mm_per_px, min_area, mask)
-        with tempfile.TemporaryDirectory() as tmp:
-            pa = Path(tmp) / "a.onnx"
-            onnx.save(build_model(head_a, spec_a), str(pa))
-            model_a = Model.load(ModelCfg(path=str(pa), providers=["CPUExecutionProvider"],
-                                          intra_op_threads=opts.threads))
-            held = [u for i, u in enumerate(iter_units(sources, station, opts, channels)) if i in set(holdout)]
-            good = score_holdout(model_a, held, station, multiple, min_area)
-            del held
-        if progress:
-            progress("threshold", 1, 1)
-        per_m2 = good.per_m2()
-        t, within = choose_threshold(per_m2, opts.budget)
+        # model A's map: the sampled held-out maximum at 0.5; the scale doubles while the
+        # thresholds up to 0.99 cannot keep to the budget (the sample misses the true maximum)
+        d_scale = max(d_ref, 1e-6)
+        for attempt in range(3):
+            spec_a = ModelSpec(channels, opts.downscale, d_scale, mm_per_px, min_area, mask)
+            with tempfile.TemporaryDirectory() as tmp:
+                pa = Path(tmp) / "a.onnx"
+                onnx.save(build_model(head_a, spec_a), str(pa))
+                model_a = Model.load(ModelCfg(path=str(pa), providers=["CPUExecutionProvider"],
+                                              intra_op_threads=opts.threads))
+                held = (u for i, u in enumerate(iter_units(sources, station, opts, channels)) if i in set(holdout))
+                good = score_holdout(model_a, held, station, multiple, min_area)
+            if progress:
+                progress("threshold", attempt + 1, attempt + 1)
+            per_m2 = good.per_m2()
+            t, within = choose_threshold(per_m2, opts.budget)
+            if within or good.leather_mm2 <= 0:
+                break
+            d_scale *= 2
         d_thr = t / THRESHOLD * d_scale
         rep.threshold_source = f"held-out good leather: lowest threshold with <= {opts.budget:g} false blobs per m2"
         rep.holdout_leather_m2 = round(good.leather_mm2 / 1e6, 4)
