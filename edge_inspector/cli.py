@@ -126,6 +126,29 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_learn_good(a: argparse.Namespace) -> int:
+    from .novelty import LearnOptions, format_report, learn_good
+    from .progress import Progress
+
+    station = _station(a.station)
+    bars: dict[str, Progress] = {}
+
+    def prog(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, Progress(total, f"learn-good {stage}", unit="units" if stage == "features" else "steps"))
+        bar.total = max(1, total)
+        bar.update(done)
+
+    opts = LearnOptions(method=a.method, bank=a.bank, reservoir=a.reservoir, downscale=a.downscale, budget=a.budget,
+                        mm_per_px=a.mm_per_px, min_area_px=a.min_area_px)
+    try:
+        rep = learn_good([Path(g) for g in a.good], Path(a.out), station, opts, progress=prog)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(format_report(rep))
+    return 0
+
+
 def cmd_eval_model(a: argparse.Namespace) -> int:
     from .evaluation.datasets import find_dataset
     from .evaluation.model_eval import evaluate_model, load_model
@@ -312,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mm-per-px", type=float, help="scale of the good-leather images (default: camera.mm_per_px)")
     s.add_argument("--model", type=model_arg, help="calibrate this model instead of the station's")
     s.set_defaults(fn=cmd_calibrate)
+
+    s = sub.add_parser("learn-good", help="a novelty model from good leather alone (images or .raw recordings of good"
+                       " hides), torch-free; threshold from held-out good leather (docs/models.md)")
+    s.add_argument("good", nargs="+", help="folders of good-leather images and/or .raw recordings of good hides")
+    s.add_argument("--out", required=True, help="the ONNX model to write")
+    s.add_argument("--station", help="station TOML (camera channels and scale, hide detection, tiling)")
+    s.add_argument("--method", choices=("knn", "gauss"), default="knn",
+                   help="knn: nearest patch of a coreset memory bank (default); gauss: Mahalanobis to one Gaussian")
+    s.add_argument("--bank", type=int, default=1024, help="knn: memory bank size in patches (default 1024; the"
+                   " model's cost grows with it)")
+    s.add_argument("--reservoir", type=int, default=100_000, help="knn: patches sampled before the coreset (default 100000)")
+    s.add_argument("--downscale", type=int, choices=(1, 2, 4), default=2,
+                   help="input px averaged into one before the features (default 2: 16 px map cells)")
+    s.add_argument("--budget", type=float, default=0.2, help="false defects per m2 of held-out good leather (default 0.2)")
+    s.add_argument("--mm-per-px", type=float, help="scale of the good-leather images (default: camera.mm_per_px)")
+    s.add_argument("--min-area-px", type=float, help="smallest reported blob in tile px (default (cell / 2)^2 = 64)")
+    s.set_defaults(fn=cmd_learn_good)
 
     from .plc import plcsim
     from .train import __main__ as train_cli

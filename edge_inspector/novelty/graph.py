@@ -1,0 +1,186 @@
+"""The learned novelty model as one ONNX file, written with onnx.helper (no torch).
+
+    image uint8 (B, H, W, C) ─▶ features.input_nodes ─▶ embedding (B, 152, h, w)   h = H / cell
+        ─▶ distance head ─▶ d (B, 1, h, w) ─▶ x 0.5 / d_threshold, clip 0..1 ─▶ [x leather] ─▶ anomaly_map
+                                                                                 └▶ max ─▶ pred_score (B,)
+
+Distance heads:
+
+- ``knn``: distance to the nearest patch of the memory bank (m, 152), as a 1x1 convolution with
+  weights -2 x bank and bias |bank|², the minimum over the bank, + |x|², sqrt. Cost per cell
+  152 x m multiply-adds: size the bank for the speed the line needs (docs/models.md).
+- ``gauss``: Mahalanobis distance to one Gaussian of all good patches: a 1x1 convolution with the
+  whitening W, b, then the root of the sum of squares (152 x 152 per cell).
+
+The map is scaled so that the threshold learn-good chose is 0.5 (1.0 = twice that distance),
+so ``edge_inspector.score_threshold`` = 0.5 and ``calibrate`` can move it on the same scale.
+``leather`` (optional, models learned from recordings): the station's hide detection in the
+graph (mean |pixel - belt_level| > threshold per cell), holes up to ``fill_cells`` cells closed,
+then eroded by ``margin_cells`` cells, so the belt and the hide outline (not in the memory bank:
+learn-good learns hide pixels only) do not light up, while a hole in a hide does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .features import EMBED_DIM, EMBEDDING, PIXELS, cell_px, input_nodes, make_model
+
+ANOMALY_MAP = "anomaly_map"
+PRED_SCORE = "pred_score"
+THRESHOLD = 0.5  # the learned threshold on the map's scale
+
+
+@dataclass
+class LeatherMask:
+    """The station's hide detection, as the graph applies it on the cell grid."""
+
+    belt_level: list[float]
+    threshold: float
+    fill_cells: int = 3
+    margin_cells: int = 1
+
+
+@dataclass
+class Head:
+    """A distance head: ``kind`` knn (``bank``) or gauss (``w``, ``b``)."""
+
+    kind: str
+    bank: np.ndarray | None = None
+    w: np.ndarray | None = None
+    b: np.ndarray | None = None
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """The numpy reference of the head on (n, D) features."""
+        from .bank import gauss_distance, knn_distance
+
+        if self.kind == "knn":
+            return knn_distance(x, self.bank)  # type: ignore[arg-type]
+        return gauss_distance(x, self.w, self.b)  # type: ignore[arg-type]
+
+
+@dataclass
+class ModelSpec:
+    """Everything ``build_model`` writes besides the head."""
+
+    channels: int
+    downscale: int
+    d_threshold: float  # raw distance that becomes THRESHOLD
+    mm_per_px: float
+    min_area_px: float
+    mask: LeatherMask | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # goes into the output spec
+
+
+def _init(name: str, a: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.ascontiguousarray(a), name)
+
+
+def _head_nodes(head: Head) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``EMBEDDING`` -> ``dist`` (B, 1, h, w)."""
+    n = helper.make_node
+    if head.kind == "knn":
+        bank = np.asarray(head.bank, np.float32)
+        inits = [_init("head/w", (-2.0 * bank)[:, :, None, None]), _init("head/bb", np.einsum("ij,ij->i", bank, bank))]
+        nodes = [
+            n("Conv", [EMBEDDING, "head/w", "head/bb"], ["head/c"]),
+            n("ReduceMin", ["head/c"], ["head/cmin"], axes=[1], keepdims=1),
+            n("ReduceSumSquare", [EMBEDDING], ["head/xx"], axes=[1], keepdims=1),
+            n("Add", ["head/cmin", "head/xx"], ["head/d2"]),
+            n("Relu", ["head/d2"], ["head/d2p"]),
+            n("Sqrt", ["head/d2p"], ["dist"]),
+        ]
+    elif head.kind == "gauss":
+        inits = [_init("head/w", np.asarray(head.w, np.float32)[:, :, None, None]),
+                 _init("head/b", np.asarray(head.b, np.float32))]
+        nodes = [
+            n("Conv", [EMBEDDING, "head/w", "head/b"], ["head/z"]),
+            n("ReduceSumSquare", ["head/z"], ["head/d2"], axes=[1], keepdims=1),
+            n("Sqrt", ["head/d2"], ["dist"]),
+        ]
+    else:
+        raise ValueError(f"unknown head {head.kind!r} (knn or gauss)")
+    return nodes, inits
+
+
+def _mask_nodes(mask: LeatherMask, channels: int, cell: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``PIXELS`` -> ``leather`` (B, 1, h, w) float 0 / 1."""
+    n = helper.make_node
+    level = np.asarray(mask.belt_level, np.float32)
+    level = (level[:channels] if len(level) >= channels else np.full(channels, level.mean(), np.float32))
+    inits = [_init("mask/level", level.reshape(1, channels, 1, 1)), _init("mask/thr", np.float32(mask.threshold)),
+             _init("mask/one", np.float32(1.0))]
+    nodes = [
+        n("Sub", [PIXELS, "mask/level"], ["mask/diff"]),
+        n("Abs", ["mask/diff"], ["mask/abs"]),
+        n("ReduceMean", ["mask/abs"], ["mask/mean"], axes=[1], keepdims=1),
+        n("AveragePool", ["mask/mean"], ["mask/cellmean"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        n("Greater", ["mask/cellmean", "mask/thr"], ["mask/hideb"]),
+        n("Cast", ["mask/hideb"], ["mask/hide"], to=TensorProto.FLOAT),
+    ]
+    cur = "mask/hide"
+
+    def pool(src: str, dst: str, r: int) -> None:
+        nodes.append(n("MaxPool", [src], [dst], kernel_shape=[2 * r + 1] * 2, pads=[r] * 4, strides=[1, 1]))
+
+    def erode(src: str, dst: str, r: int) -> None:  # 1 - maxpool(1 - x)
+        nodes.append(n("Sub", ["mask/one", src], [dst + "/inv"]))
+        pool(dst + "/inv", dst + "/invp", r)
+        nodes.append(n("Sub", ["mask/one", dst + "/invp"], [dst]))
+
+    if mask.fill_cells > 0:  # closing: holes up to ~2 x fill_cells cells count as hide
+        pool(cur, "mask/dil", mask.fill_cells)
+        erode("mask/dil", "mask/closed", mask.fill_cells)
+        cur = "mask/closed"
+    if mask.margin_cells > 0:
+        erode(cur, "mask/eroded", mask.margin_cells)
+        cur = "mask/eroded"
+    nodes.append(n("Identity", [cur], ["leather"]))
+    return nodes, inits
+
+
+def build_model(head: Head, spec: ModelSpec) -> onnx.ModelProto:
+    """The whole model: station input -> features -> distance -> ``anomaly_map``, ``pred_score``."""
+    n = helper.make_node
+    nodes, inits, graph_in = input_nodes(spec.channels, spec.downscale)
+    hn, hi = _head_nodes(head)
+    nodes += hn
+    inits += hi
+    inits.append(_init("scale", np.float32(THRESHOLD / spec.d_threshold)))
+    nodes += [n("Mul", ["dist", "scale"], ["scaled"]), n("Clip", ["scaled", "zero", "one"], ["clipped"])]
+    inits += [_init("zero", np.float32(0.0)), _init("one", np.float32(1.0))]
+    last = "clipped"
+    if spec.mask is not None:
+        mn, mi = _mask_nodes(spec.mask, spec.channels, cell_px(spec.downscale))
+        nodes += mn
+        inits += mi
+        nodes.append(n("Mul", [last, "leather"], ["masked"]))
+        last = "masked"
+    nodes += [n("Identity", [last], [ANOMALY_MAP]),
+              n("ReduceMax", [ANOMALY_MAP], [PRED_SCORE], axes=[1, 2, 3], keepdims=0)]
+    outs = [helper.make_tensor_value_info(ANOMALY_MAP, TensorProto.FLOAT, ["batch", 1, "h", "w"]),
+            helper.make_tensor_value_info(PRED_SCORE, TensorProto.FLOAT, ["batch"])]
+    model = make_model(helper.make_graph(nodes, f"learn-good-{head.kind}", [graph_in], outs, inits))
+    out_spec = {"anomaly_map": ANOMALY_MAP, "pred_score": PRED_SCORE, "stride": cell_px(spec.downscale),
+                "method": head.kind, "embedding_dim": EMBED_DIM, "downscale": spec.downscale,
+                "distance_at_threshold": round(float(spec.d_threshold), 6),
+                "leather_mask": None if spec.mask is None else spec.mask.__dict__, **spec.info}
+    meta = {
+        "kind": "anomaly",
+        "classes": json.dumps(["anomaly"]),
+        "input": json.dumps({"layout": "NHWC", "dtype": "uint8", "channels": spec.channels, "size": None}),
+        "output": json.dumps(out_spec),
+        "score_threshold": f"{THRESHOLD:g}",
+        "min_area_px": f"{spec.min_area_px:g}",
+        "mm_per_px": f"{spec.mm_per_px:g}",
+    }
+    for k, v in meta.items():
+        model.metadata_props.add(key=f"edge_inspector.{k}", value=v)
+    onnx.checker.check_model(model)
+    return model

@@ -1,0 +1,393 @@
+"""``edge-inspector learn-good``: a novelty model from good leather alone, on the station, no labels.
+
+    edge-inspector learn-good good.raw [more.raw | good-photos/] --out line-1-novelty.onnx \
+        [--station line-1.toml] [--method knn|gauss] [--bank 1024] [--budget 0.2]
+
+1. **Units of good leather**: every image of a folder (all of it leather; where a YOLO ``labels/``
+   folder sits beside ``images/``, the labelled boxes and one cell around them are left out), or
+   every ``UNIT_LINES`` lines of a .raw recording of good hides (leather = the station's hide
+   detection, eroded by ``hide_detection.edge_margin_mm``: ``calibrate.hide_mask`` / ``erode_mm``).
+   Every ``holdout_every``-th unit (4th by default) is held out to set the threshold.
+2. **Features**: the shipped EfficientNet-Lite0 extractor (``features.py``) on the station's tiles,
+   one 152-d feature per map cell (16 tile px at the default ``downscale`` 2); leather cells only.
+3. **Memory** (bounded, ``bank.py``): ``knn``: a reservoir of at most ``reservoir`` patches, then a
+   greedy coreset of ``bank`` patches; ``gauss``: mean and covariance, exact, streamed.
+4. **Threshold, no labels**: a first model from the training units scores the held-out units with
+   the ``calibrate`` machinery (dense maps as on the station, blobs of at least ``min_area_px``
+   counted per m² of leather) and the lowest threshold with at most ``budget`` false blobs per m²
+   is taken. Fallback without held-out data (a single image or a short recording): the
+   ``FALLBACK_QUANTILE`` of the good patches' distances to the memory (patches the coreset did not
+   pick; for the Gaussian, all), said so in the model's metadata and on the terminal.
+5. **The model**: the memory of all units (training + held out; the threshold of the first model
+   is then slightly conservative), the head and the threshold in one ONNX file (``graph.py``) with
+   the model contract; the threshold is 0.5 on its map.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import structlog
+
+from ..calibrate import (POOL, THRESHOLDS, GoodLeather, _image_files, _segments, choose_threshold, erode_mm,
+                         hide_mask, pool_max)
+from ..config import Station
+from ..errors import InputError
+from ..tile import column_starts
+from .bank import GaussianStats, Reservoir, greedy_coreset
+from .features import EMBED_DIM, FeatureExtractor, cell_px
+from .graph import THRESHOLD, Head, LeatherMask, ModelSpec, build_model
+
+log = structlog.get_logger(__name__)
+
+METHODS = ("knn", "gauss")
+UNIT_LINES = 2048  # a recording is learned in units of this many lines (full width)
+MAX_TILE = 2048
+FALLBACK_QUANTILE = 0.999
+SAMPLE = 20_000  # patches for the map's scale and the fallback quantile
+HOLE_FILL_MM = 24.0  # holes in a hide up to about this size are inspected (leather mask closing)
+DEFAULT_MM_PER_PX = 0.37
+
+
+@dataclass
+class LearnOptions:
+    method: str = "knn"
+    bank: int = 1024  # knn: memory bank size (patches); the head costs 152 x bank MACs per cell
+    reservoir: int = 100_000  # knn: patches sampled from the stream before the coreset
+    downscale: int = 2  # input px averaged into one before the extractor (2: 16 px cells)
+    budget: float = 0.2  # false blobs per m² of held-out good leather
+    holdout_every: int = 4
+    mm_per_px: float | None = None  # image folders; default the station camera's, else 0.37
+    min_area_px: float | None = None  # default (cell / 2)²
+    batch: int = 4
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass
+class Unit:
+    """A piece of good leather: an image (H, W, C) uint8 and its leather mask (H, W) bool."""
+
+    name: str
+    image: np.ndarray
+    leather: np.ndarray
+    mm_per_px: float
+    mm_per_line: float
+    recording: bool = False
+
+
+@dataclass
+class LearnReport:
+    out: Path
+    method: str
+    units: int = 0
+    holdout_units: int = 0
+    patches: int = 0
+    patches_holdout: int = 0
+    memory: int = 0
+    threshold_source: str = ""
+    distance_at_threshold: float = 0.0
+    holdout_leather_m2: float = 0.0
+    false_per_m2_at_threshold: float | None = None
+    within_budget: bool | None = None
+    seconds: float = 0.0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["out"] = str(self.out)
+        return d
+
+
+# -- good leather ---------------------------------------------------------------------------------
+
+
+def _labels_for(img: Path) -> Path | None:
+    """YOLO layout: .../images/x.jpg -> .../labels/x.txt when that folder exists."""
+    if img.parent.name != "images":
+        return None
+    lab = img.parent.parent / "labels"
+    return lab / (img.stem + ".txt") if lab.is_dir() else None
+
+
+def _image_units(folder: Path, channels: int, mm_per_px: float, cell: int) -> Iterator[Unit]:
+    from ..evaluation.datasets import box_pixels, read_image, read_labels
+
+    files = _image_files(folder)
+    if not files:
+        raise InputError("no images found (png, jpg, bmp, tif, webp)", path=folder)
+    for f in files:
+        img = read_image(f, channels)
+        leather = np.ones(img.shape[:2], bool)
+        lab = _labels_for(f)
+        if lab is not None:
+            _, boxes = read_labels(lab, 10**6)
+            for x0, y0, x1, y1 in box_pixels(boxes, img.shape[:2]):
+                leather[max(0, y0 - cell) : y1 + cell, max(0, x0 - cell) : x1 + cell] = False
+        yield Unit(f.name, img, leather, mm_per_px, mm_per_px)
+
+
+def _recording_units(path: Path, station: Station) -> Iterator[Unit]:
+    from ..recording import open_recording
+
+    reader = open_recording(path, on_warning=lambda w: log.warning("recording", file=str(path), warning=w))
+    h = reader.header
+    if h.dtype != "uint8":
+        raise InputError(f"the recording is {h.dtype}; learn-good reads uint8 recordings", path=path)
+    if h.channels != station.camera.channels:
+        raise InputError(f"the recording has {h.channels} channel(s), the station's camera {station.camera.channels}",
+                         path=path, hint="learn with a recording of this station's camera")
+    mm_pooled = min(h.mm_per_px, h.mm_per_line) * POOL
+    first = reader.line_range[0]
+    for k, seg in enumerate(_segments(reader.blocks(), h.width, h.channels, np.dtype(h.dtype), UNIT_LINES)):
+        pooled = erode_mm(hide_mask(seg, station), station.hide_detection.edge_margin_mm, mm_pooled)
+        leather = np.repeat(np.repeat(pooled, POOL, 0), POOL, 1)[: len(seg), : h.width]
+        yield Unit(f"{path.name}:{first + k * UNIT_LINES}", seg.copy(), leather, h.mm_per_px, h.mm_per_line,
+                   recording=True)
+
+
+def count_units(sources: list[Path]) -> int:
+    """How many units the sources hold (for the progress bar)."""
+    from ..recording import open_recording
+
+    n = 0
+    for s in sources:
+        if s.is_dir():
+            n += len(_image_files(s))
+        elif s.is_file():
+            with open_recording(s) as r:
+                first, end = r.line_range
+                n += -(-(end - first) // UNIT_LINES)
+    return n
+
+
+def iter_units(sources: list[Path], station: Station, opts: LearnOptions, channels: int) -> Iterator[Unit]:
+    mm = opts.mm_per_px or station.camera.mm_per_px or DEFAULT_MM_PER_PX
+    for s in sources:
+        if s.is_dir():
+            yield from _image_units(s, channels, mm, cell_px(opts.downscale))
+        elif s.is_file():
+            yield from _recording_units(s, station)
+        else:
+            raise InputError("not found: give a .raw recording or a folder of images", path=s)
+
+
+# -- tiles and patches ----------------------------------------------------------------------------
+
+
+def unit_tiles(unit: Unit, station: Station, multiple: int) -> tuple[np.ndarray, list[tuple[int, int]], int, int]:
+    """The unit as tiles: the station's tiling for recordings, one tile (<= 2048) for images.
+
+    Returns (image padded by mirroring to at least one tile, tile origins, tile size, overlap);
+    an image's tile is its longer side rounded up to ``multiple``."""
+    img = unit.image
+    h, w = img.shape[:2]
+    if unit.recording and w >= station.tiling.tile:  # the station's tiles
+        tile, overlap = station.tiling.tile, station.tiling.overlap
+    else:
+        tile = min(MAX_TILE, -(-max(h, w) // multiple) * multiple)
+        overlap = min(128, tile // 4) // multiple * multiple
+    hp, wp = max(h, tile), max(w, tile)
+    if (hp, wp) != (h, w):
+        img = cv2.copyMakeBorder(img, 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101).reshape(hp, wp, -1)
+    origins = [(y, x) for y in column_starts(hp, tile, overlap) for x in column_starts(wp, tile, overlap)]
+    return img, origins, tile, overlap
+
+
+def cell_leather(leather: np.ndarray, y: int, x: int, tile: int, cell: int) -> np.ndarray:
+    """(tile / cell)² bool: cells of this tile that are leather all over (outside the image: no)."""
+    m = np.zeros((tile, tile), bool)
+    part = leather[y : y + tile, x : x + tile]
+    m[: part.shape[0], : part.shape[1]] = part
+    g = tile // cell
+    return m.reshape(g, cell, g, cell).all(axis=(1, 3))
+
+
+def unit_patches(fx: FeatureExtractor, unit: Unit, station: Station, batch: int) -> Iterator[np.ndarray]:
+    """(k, EMBED_DIM) features of the unit's leather cells, a batch of tiles at a time."""
+    img, origins, tile, _ = unit_tiles(unit, station, 2 * fx.cell)
+    for i in range(0, len(origins), batch):
+        part = origins[i : i + batch]
+        emb = fx.embed(np.stack([img[y : y + tile, x : x + tile] for y, x in part]))
+        rows = [emb[k][cell_leather(unit.leather, y, x, tile, fx.cell)] for k, (y, x) in enumerate(part)]
+        yield np.concatenate(rows) if rows else np.zeros((0, EMBED_DIM), np.float32)
+
+
+# -- the threshold ----------------------------------------------------------------------------------
+
+
+def score_holdout(model: Any, units: Iterator[Unit], station: Station, multiple: int, min_area_px: float) -> GoodLeather:
+    """The calibrate machinery on held-out units: false blobs per threshold and leather area."""
+    from ..evaluation.model_eval import score_image
+
+    good = GoodLeather()
+    for u in units:
+        img, _, tile, overlap = unit_tiles(u, station, multiple)
+        score, _, n_tiles, _ = score_image(model, img, tile, overlap)
+        h, w = u.image.shape[:2]
+        score = score[:h, :w]
+        good.tiles += n_tiles
+        leather = ~pool_max(~u.leather)  # a pooled px is leather when all of it is
+        good.add(pool_max(score), leather, u.mm_per_px * u.mm_per_line * POOL * POOL, min_area_px / (POOL * POOL))
+    return good
+
+
+# -- learn ---------------------------------------------------------------------------------------
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+
+
+def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOptions | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> LearnReport:
+    """Learn a novelty model from good leather and write it to ``out`` (see the module doc)."""
+    from ..config import ModelCfg
+    from ..inference import Model
+
+    opts = opts or LearnOptions()
+    if opts.method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
+    if opts.bank < 1 or opts.reservoir < opts.bank:
+        raise InputError(f"--bank must be >= 1 and <= --reservoir ({opts.reservoir}), got {opts.bank}")
+    if opts.downscale not in (1, 2, 4):
+        raise InputError(f"--downscale must be 1, 2 or 4, got {opts.downscale}")
+    if opts.budget <= 0:
+        raise InputError(f"--budget must be > 0 false defects per m², got {opts.budget:g}")
+    if not sources:
+        raise InputError("give at least one folder of good-leather images or .raw recording of good hides")
+    for s in sources:
+        if not s.exists():
+            raise InputError("not found: give a .raw recording or a folder of images", path=s)
+    t0 = time.perf_counter()
+    channels = station.camera.channels
+    cell = cell_px(opts.downscale)
+    multiple = 2 * cell
+    min_area = opts.min_area_px if opts.min_area_px is not None else float((cell // 2) ** 2)
+    fx = FeatureExtractor(channels, opts.downscale, opts.threads)
+    total = count_units(sources)
+    every = opts.holdout_every if total >= 2 else 0
+    rep = LearnReport(out=out, method=opts.method)
+    knn = opts.method == "knn"
+    cap = opts.reservoir if knn else SAMPLE  # gauss: a sample for the scale and the fallback only
+    res = [Reservoir(cap, EMBED_DIM, opts.seed), Reservoir(cap, EMBED_DIM, opts.seed + 1)]
+    stats = [GaussianStats(EMBED_DIM), GaussianStats(EMBED_DIM)]
+    has_recording = any(s.is_file() for s in sources)
+    mm_per_px = opts.mm_per_px or station.camera.mm_per_px or DEFAULT_MM_PER_PX
+    holdout: list[int] = []
+
+    # 1-3: patches of every unit into the memory (training and held out apart)
+    for i, u in enumerate(iter_units(sources, station, opts, channels)):
+        hold = bool(every) and i % every == every - 1
+        if hold:
+            holdout.append(i)
+        for rows in unit_patches(fx, u, station, opts.batch):
+            res[hold].add(rows)
+            if not knn:
+                stats[hold].add(rows)
+            if hold:
+                rep.patches_holdout += len(rows)
+            else:
+                rep.patches += len(rows)
+        rep.units += 1
+        if progress:
+            progress("features", i + 1, total)
+    rep.holdout_units = len(holdout)
+    if rep.patches < 2:
+        raise InputError("no good leather found in the data (no leather patches)", path=sources[0],
+                         hint="check [hide_detection] belt_level and threshold, or give images of leather")
+    mask = None
+    if has_recording:
+        cell_mm = mm_per_px * cell
+        mask = LeatherMask(list(station.hide_detection.belt_level), station.hide_detection.threshold,
+                           fill_cells=int(np.ceil(HOLE_FILL_MM / 2 / cell_mm)),
+                           margin_cells=max(1, int(np.ceil(station.hide_detection.edge_margin_mm / cell_mm))))
+
+    def head_from(train_only: bool) -> tuple[Head, np.ndarray]:
+        """The head, and good patches it was not built from (for the fallback quantile)."""
+        if knn:
+            x = res[0].sample() if train_only else Reservoir.merged(res, opts.reservoir, opts.seed)
+            idx = greedy_coreset(x, opts.bank, seed=opts.seed,
+                                 progress=(lambda d, t: progress("coreset", d, t)) if progress else None)
+            rest = np.setdiff1d(np.arange(len(x)), idx)
+            return Head("knn", bank=x[idx].copy()), x[rest[:SAMPLE]]
+        g = stats[0] if train_only else stats[0].merged(stats[1])
+        w, b = g.whitening()
+        return Head("gauss", w=w, b=b), res[0].sample()[:SAMPLE]
+
+    # 4: the threshold from held-out good leather
+    head_a, unused = head_from(train_only=True)
+    if holdout:
+        sample = res[1].sample()[:SAMPLE]
+        d_ref = float(head_a.distance(sample).max()) if len(sample) else 1.0
+        # model A's map: the sampled held-out maximum at 0.5; the scale doubles while the
+        # thresholds up to 0.99 cannot keep to the budget (the sample misses the true maximum)
+        d_scale = max(d_ref, 1e-6)
+        for attempt in range(3):
+            spec_a = ModelSpec(channels, opts.downscale, d_scale, mm_per_px, min_area, mask)
+            with tempfile.TemporaryDirectory() as tmp:
+                pa = Path(tmp) / "a.onnx"
+                onnx.save(build_model(head_a, spec_a), str(pa))
+                model_a = Model.load(ModelCfg(path=str(pa), providers=["CPUExecutionProvider"],
+                                              intra_op_threads=opts.threads))
+                held = (u for i, u in enumerate(iter_units(sources, station, opts, channels)) if i in set(holdout))
+                good = score_holdout(model_a, held, station, multiple, min_area)
+            if progress:
+                progress("threshold", attempt + 1, attempt + 1)
+            per_m2 = good.per_m2()
+            t, within = choose_threshold(per_m2, opts.budget)
+            if within or good.leather_mm2 <= 0:
+                break
+            d_scale *= 2
+        d_thr = t / THRESHOLD * d_scale
+        rep.threshold_source = f"held-out good leather: lowest threshold with <= {opts.budget:g} false blobs per m2"
+        rep.holdout_leather_m2 = round(good.leather_mm2 / 1e6, 4)
+        k = int(np.nonzero(THRESHOLDS == t)[0][0])
+        rep.false_per_m2_at_threshold = round(float(per_m2[k]), 4)
+        rep.within_budget = within
+        if good.leather_mm2 <= 0:
+            d_thr = float(np.quantile(head_a.distance(unused), FALLBACK_QUANTILE)) if len(unused) else d_ref
+            rep.threshold_source = f"fallback: quantile {FALLBACK_QUANTILE} of good patch distances (no held-out leather)"
+    else:
+        d_thr = float(np.quantile(head_a.distance(unused), FALLBACK_QUANTILE)) if len(unused) else 1.0
+        rep.threshold_source = f"fallback: quantile {FALLBACK_QUANTILE} of good patch distances (no held-out data)"
+
+    # 5: the memory of all units, the model
+    head = head_from(train_only=False)[0] if holdout else head_a
+    rep.memory = len(head.bank) if knn else EMBED_DIM
+    rep.distance_at_threshold = round(float(d_thr), 5)
+    rep.seconds = round(time.perf_counter() - t0, 1)
+    rep.sources = [{"path": str(s.resolve()), "kind": "images" if s.is_dir() else "recording"} for s in sources]
+    info = {"learn_good": {k: v for k, v in rep.as_dict().items() if k not in ("out", "sources")}}
+    spec = ModelSpec(channels, opts.downscale, max(d_thr, 1e-6), mm_per_px, min_area, mask, info)
+    model = build_model(head, spec)
+    model.metadata_props.add(key="edge_inspector.learn_good.sources", value=json.dumps(rep.sources))
+    _save(model, out)
+    return rep
+
+
+def format_report(rep: LearnReport) -> str:
+    lines = [
+        f"learn-good ({rep.method}): {rep.units} units of good leather, {rep.patches:,} training patches,"
+        f" {rep.patches_holdout:,} held out ({rep.holdout_units} units), {rep.seconds:.1f} s",
+        f"  memory         {rep.memory} {'patches (coreset)' if rep.method == 'knn' else 'dimensions (one Gaussian)'}",
+        f"  threshold      {rep.threshold_source}",
+        f"                 distance {rep.distance_at_threshold:g} = {THRESHOLD:g} on the anomaly map",
+    ]
+    if rep.false_per_m2_at_threshold is not None:
+        lines.append(f"  held out       {rep.holdout_leather_m2:.4f} m2 of leather, {rep.false_per_m2_at_threshold:g}"
+                     f" false blobs per m2 at the threshold" + ("" if rep.within_budget else " (budget NOT met)"))
+    lines.append(f"wrote {rep.out}")
+    return "\n".join(lines)
