@@ -19,7 +19,8 @@ from .errors import InputError
 from .lines import LineBlock
 from .pipeline import RunStats
 from .recording import RecordingReader, open_recording
-from .run import InspectionRun
+from .probe import Probe
+from .run import InspectionRun, Publish
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,8 @@ def replay(
     headerless: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     plc: str | None = None,
+    publish: Publish | None = None,  # events (edge_inspector/events.py), e.g. for replay --web
+    probe: Probe | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect a recording; write results into ``out_dir``; return stats and the summary.
 
@@ -117,7 +120,7 @@ def replay(
         "station": station.model_dump(mode="json"),
     }
     with InspectionRun(
-        station, model, out_dir, run_info=run_info, plc=plc, live=realtime,
+        station, model, out_dir, run_info=run_info, plc=plc, live=realtime, publish=publish, probe=probe,
         source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
         progress=(lambda done: progress(done - first, total)) if progress else None,
     ) as run:
