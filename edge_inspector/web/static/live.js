@@ -58,7 +58,7 @@ function drawScanning() {
   }
   EI.el("line", { x1: 0, x2: L.width, y1: len, y2: len, stroke: "#5fb3ff", "stroke-width": 6 * k }, svg);
   const inks = s.marks.filter((m) => m.action === "ink").length;
-  text("scan-caption", `hide ${s.hide_id}: ${(len / 1000).toFixed(2)} m scanned, ${inks} ink marks so far`);
+  text("scan-caption", `hide ${s.hide_id}: leading edge ${(len / 1000).toFixed(2)} m past the camera, ${inks} ink marks so far`);
 }
 
 function onHide(h) {
