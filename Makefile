@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Synthetic 8K recording -> default model -> replay at line speed, marks to a soft-PLC over
-# Modbus TCP -> summary, hide maps, SQLite, marks fired -> eval incl. marking accuracy.
+# Modbus TCP -> summary, hide maps, DXF per hide, SQLite, marks fired -> eval incl. marking accuracy
+# -> the command that opens the run in a browser (docs/operator.md).
 run: $(STAMP)
 	mkdir -p $(RUN)
 	$(EI) synth -o $(RUN)/hides.raw --hides $(HIDES) --seed $(SEED)
 	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --overwrite --realtime --plc sim
 	$(EI) eval $(RUN) --truth $(RUN)/hides.raw.gt.json
+	@echo "cutting room: $(RUN)/hides/hide-*.dxf (mm), $(RUN)/grading.csv"
+	@echo "open the run in a browser: $(EI) web $(RUN)   (then http://127.0.0.1:8080/)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

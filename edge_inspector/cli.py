@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -73,18 +74,64 @@ def cmd_replay(a: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done)
 
-    try:
-        stats, summary = replay(
-            Path(a.recording), station, out, station_given=a.station is not None, realtime=a.realtime,
-            model_path=a.model, verify_crc=not a.no_verify, skip_corrupt=a.skip_corrupt,
-            headerless=headerless, progress=prog, plc=a.plc, overwrite=a.overwrite,
-        )
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        web = _web_session(stack, a, station, out)  # --web: live view fed by this replay's events
+        try:
+            stats, summary = replay(
+                Path(a.recording), station, out, station_given=a.station is not None, realtime=a.realtime,
+                model_path=a.model, verify_crc=not a.no_verify, skip_corrupt=a.skip_corrupt,
+                headerless=headerless, progress=prog, plc=a.plc, overwrite=a.overwrite,
+                publish=web.publish if web else None, probe=web.probe if web else None,
+            )
+        finally:
+            bar.close()
     print(format_summary(summary, out))
+    if web is not None:
+        from .web.server import serve_until_stopped
+
+        print(f"edge-inspector replay: done; the web view stays at {web.server.url} until Ctrl-C", flush=True)
+        serve_until_stopped(web.server, a.web_linger)
     from .dispatch import exit_status
 
     return exit_status(summary.get("marks"))  # 4 when marks were not fired (docs/marking.md)
+
+
+def _web_session(stack: contextlib.ExitStack, a: argparse.Namespace, station, out: Path):  # type: ignore[no-untyped-def]
+    """replay --web: events publisher, telemetry and web server for the run (edge_inspector/web/attach.py)."""
+    if not a.web:
+        return None
+    from .web.attach import WebOptions, replay_events
+
+    web = stack.enter_context(replay_events(station, out, WebOptions(a.host, a.port, a.token)))
+    print(f"edge-inspector replay: live view at {web.server.url}live", file=sys.stderr, flush=True)
+    return web
+
+
+def cmd_web(a: argparse.Namespace) -> int:
+    from .runfiles import DB_NAME
+    from .web.attach import folder_feed
+    from .web.server import WebServer, serve_until_stopped
+
+    run_dir = Path(a.run_dir)
+    if not (run_dir / DB_NAME).is_file() and not a.events:
+        raise InputError(f"no {DB_NAME} here", path=run_dir,
+                         hint="give the --out folder of a replay or run (with [outputs] sqlite = true)")
+    feed = folder_feed(run_dir, a.events) if a.events else None
+    server = WebServer(run_dir, host=a.host, port=a.port, token=a.token, feed=feed).start()
+    print(f"edge-inspector web: {run_dir} at {server.url} (Ctrl-C stops)", flush=True)
+    serve_until_stopped(server, a.seconds)
+    return 0
+
+
+def add_web_arguments(s: argparse.ArgumentParser, *, flag: bool) -> None:
+    """--host/--port/--token (and --web for replay/run): docs/operator.md."""
+    if flag:
+        s.add_argument("--web", action="store_true", help="serve the live view and the run's history in a browser"
+                       " (docs/operator.md)")
+    s.add_argument("--host", default="127.0.0.1", help="web view address (default 127.0.0.1; any other needs --token)")
+    s.add_argument("--port", type=int, default=8080, help="web view port (default 8080; 0: any free port)")
+    s.add_argument("--token", help="token the browser must present (needed for a non-loopback --host;"
+                   " default $EDGE_INSPECTOR_WEB_TOKEN)")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -216,7 +263,17 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     station = _station(a.station)
     out = Path(a.out or station.outputs.dir)
-    code = run_service(station, out, seconds=a.seconds, model_path=a.model, plc=a.plc, summary_table=not a.log_json)
+    server = None
+    if a.web:  # the live view, fed by the station's [events] endpoint (edge_inspector/web/attach.py)
+        from .web.attach import station_feed
+        from .web.server import WebServer
+
+        server = WebServer(out, host=a.host, port=a.port, token=a.token, feed=station_feed(station)).start()
+    try:
+        code = run_service(station, out, seconds=a.seconds, model_path=a.model, plc=a.plc, summary_table=not a.log_json)
+    finally:
+        if server is not None:
+            server.stop()
     if code == EXIT_DRAIN_TIMEOUT:  # the stuck run is still in a thread: exit without waiting for it
         sys.stdout.flush()
         sys.stderr.flush()
@@ -298,7 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, help="headerless dump: pixels per line")
     s.add_argument("--channels", type=int, help="headerless dump: channels")
     s.add_argument("--dtype", choices=("uint8", "uint16"), help="headerless dump: sample type")
+    add_web_arguments(s, flag=True)
+    s.add_argument("--web-linger", type=float, help="with --web: stop serving this many seconds after the replay"
+                   " (default: serve until Ctrl-C)")
     s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("web", help="browse a run folder in a browser: hides, defects, maps, DXF, grading"
+                       " (docs/operator.md)")
+    s.add_argument("run_dir", help="the --out folder of a replay or run")
+    add_web_arguments(s, flag=False)
+    s.add_argument("--events", help="also show a running station live: its events endpoint, e.g. tcp://127.0.0.1:5556")
+    s.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    s.set_defaults(fn=cmd_web)
 
     s = sub.add_parser("eval", help="compare a run's results with synthetic ground truth")
     s.add_argument("run_dir")
@@ -389,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=model_arg, help="ONNX model, or builtin:default / builtin:baseline (overrides the station)")
     s.add_argument("--plc", help="send marks to the PLC at HOST:PORT, or 'sim' for a soft-PLC"
                    " (default: the station's [plc] host, none when empty)")
+    add_web_arguments(s, flag=True)
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("monitor", help="live view of a station's events: rates, queues, PLC, hides, defects, alarms")

@@ -257,6 +257,8 @@ class Outputs(BaseModel):
     dir: str = "out"
     hide_maps: bool = True
     sqlite: bool = True
+    dxf: bool = Field(True, description="per hide hides/hide-NNNN.dxf for the cutting room, and grading.csv/.json"
+                      " (edge_inspector/cutting.py)")
 
 
 class Station(BaseModel):

@@ -20,7 +20,8 @@ from .errors import InputError
 from .lines import LineBlock
 from .pipeline import RunStats
 from .recording import RecordingReader, open_recording
-from .run import InspectionRun
+from .probe import Probe
+from .run import InspectionRun, Publish
 from .runfolder import FolderLock, claim_for_replay
 
 log = structlog.get_logger(__name__)
@@ -127,6 +128,8 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
     plc: str | None = None,
     overwrite: bool = False,
+    publish: Publish | None = None,  # events (edge_inspector/events.py), e.g. for replay --web
+    probe: Probe | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Inspect a recording; write results into ``out_dir``; return stats and the summary.
 
@@ -167,7 +170,7 @@ def replay(
     with FolderLock(Path(out_dir)):  # held until the run is closed: nobody else writes here meanwhile
         claim_for_replay(Path(out_dir), overwrite)
         with InspectionRun(
-            station, model, out_dir, run_info=run_info, plc=plc, live=realtime,
+            station, model, out_dir, run_info=run_info, plc=plc, live=realtime, publish=publish, probe=probe,
             source_id=f"{Path(rec_path).name}@{time.strftime('%Y%m%dT%H%M%S')}",
             progress=(lambda done: progress(done - first, total)) if progress else None,
         ) as run:

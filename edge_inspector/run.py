@@ -97,6 +97,9 @@ class InspectionRun:
             if probe is not None:
                 probe.dispatch = self.dispatch
             self.results = ResultsWriter.for_station(out_dir, station, run_info or {})
+            if station.outputs.dxf:  # cutting-room DXF per hide + grading report (edge_inspector/cutting.py)
+                from .cutting import CuttingExport
+                self.subscribers.insert(0, CuttingExport.for_station(out_dir, self.results.run_id, station, names))
             if publish is not None:
                 self.dispatch.planner.on_marks.append(lambda ms: [publish("mark", m.to_json()) for m in ms])
         self.pipeline = Pipeline(
