@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	mkdir -p $(RUN)
 	$(EI) synth -o $(RUN)/hides.raw --hides $(HIDES) --seed $(SEED)
-	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --overwrite --realtime --plc sim
+	@# exit 4 = some marks were not fired (a machine too slow for the line): the summary says so; go on to eval
+	$(EI) replay $(RUN)/hides.raw --station configs/stations/demo-8k.toml --out $(RUN) --overwrite --realtime --plc sim \
+		|| [ $$? -eq 4 ]
 	$(EI) eval $(RUN) --truth $(RUN)/hides.raw.gt.json
 	@echo "cutting room: $(RUN)/hides/hide-*.dxf (mm), $(RUN)/grading.csv"
 	@echo "open the run in a browser: $(EI) web $(RUN)   (then http://127.0.0.1:8080/)"
