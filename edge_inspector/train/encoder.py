@@ -112,8 +112,7 @@ class LiteSegNet(nn.Module):
 
     def train(self, mode: bool = True) -> "LiteSegNet":
         super().train(mode)
-        if self.frozen:
-            self.lite.eval()  # frozen batch-norm statistics (ImageNet's)
+        self.lite.eval()  # ImageNet's batch-norm statistics, also when fine-tuning (batches of 12 are too small)
         return self
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -155,7 +155,7 @@ def validate(net: SegNet, val: list[Sample], thr: float = 0.5) -> dict[str, floa
     return out
 
 
-REAL_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
+REAL_THRESHOLDS = tuple(round(0.5 + 0.02 * i, 2) for i in range(25))  # 0.5 .. 0.98: the score is uint8 at T = 2
 MAX_FALSE_BLOBS = 0.5  # per photo: the operating point a real-val selection aims at
 
 
