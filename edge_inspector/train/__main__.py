@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-every", type=int, default=0,
                    help="every N steps: box recall on the real val photos; the checkpoint and the shipped"
                         " threshold are then chosen there (best recall at <= 0.5 false blobs per photo)")
+    p.add_argument("--tv-weight", type=float, default=0.5, help="weight of the total-variation (coherence) term")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
     p.add_argument("--install", action="store_true",
@@ -88,7 +89,7 @@ def run(a: argparse.Namespace) -> int:
                           channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every,  # type: ignore[arg-type]
                           mix=tuple(float(x) for x in a.mix.split(",")),  # type: ignore[arg-type]
                           box_target=a.box_target, encoder=a.encoder, freeze=not a.fine_tune,
-                          real_every=a.real_every,
+                          real_every=a.real_every, tv_weight=a.tv_weight,
                           init=str(Path(a.init) / arch / "best.pt") if a.init and len(archs) > 1 else a.init)
         d = out / arch if len(archs) > 1 else out
         t1 = time.time()
