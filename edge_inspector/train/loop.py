@@ -51,6 +51,9 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = torch's default
     val_every: int = 250
     init: str = ""  # checkpoint (best.pt) to start from: fine-tuning
+    encoder: str = ""  # "lite0": pretrained EfficientNet-Lite0 encoder (train/encoder.py) instead of SegNet's own
+    freeze: bool = True  # with an encoder: keep its pretrained weights and batch-norm statistics
+    real_every: int = 0  # with real val photos: validate on them every this many steps (box recall; selects the checkpoint)
 
 
 def to_batch(samples: list[Sample]) -> dict[str, Any]:
@@ -152,21 +155,77 @@ def validate(net: SegNet, val: list[Sample], thr: float = 0.5) -> dict[str, floa
     return out
 
 
+REAL_THRESHOLDS = tuple(round(0.5 + 0.02 * i, 2) for i in range(25))  # 0.5 .. 0.98: the score is uint8 at T = 2
+MAX_FALSE_BLOBS = 0.5  # per photo: the operating point a real-val selection aims at
+
+
+@torch.no_grad()
+def validate_real(net: Any, photos: list[tuple[np.ndarray, np.ndarray]], min_area_px: float = 32,
+                  thresholds: tuple[float, ...] = REAL_THRESHOLDS) -> dict[str, Any]:
+    """Box recall and false blobs per photo on real photos, with ``eval-model``'s rules (whole
+    photo as one tile, score = the exported uint8 score at T = 2, bilinear to photo px), per
+    threshold; ``score``: the best recall with at most ``MAX_FALSE_BLOBS`` false blobs per photo."""
+    import cv2
+
+    from ..eval_model import BoxStats
+    from .export import SCORE_TEMPERATURE
+
+    net.eval()
+    stats = {t: BoxStats([], [], min_area_px) for t in thresholds}
+    for k in range(0, len(photos), 4):
+        part = photos[k:k + 4]
+        hw = {p[0].shape[:2] for p in part}
+        groups = [part] if len(hw) == 1 else [[p] for p in part]
+        for g in groups:
+            h, w = g[0][0].shape[:2]
+            hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+            x = np.stack([cv2.copyMakeBorder(p[0], 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101) for p in g])
+            d, _ = net(torch.from_numpy(x))
+            sc = torch.round(torch.sigmoid(d[:, 0].float() / SCORE_TEMPERATURE) * 255).numpy() / 255.0
+            for (img, boxes), s in zip(g, sc):
+                s = cv2.resize(s.astype(np.float32), (s.shape[1] * 4, s.shape[0] * 4), interpolation=cv2.INTER_LINEAR)[:h, :w]
+                px = np.stack([np.floor(boxes[:, 0]), np.floor(boxes[:, 1]), np.ceil(boxes[:, 2]), np.ceil(boxes[:, 3])],
+                              1).clip(0, [w, h, w, h]).astype(np.int64) if len(boxes) else np.zeros((0, 4), np.int64)
+                union = np.zeros((h, w), bool)
+                for x0, y0, x1, y1 in px:
+                    union[y0:y1, x0:x1] = True
+                for t, st in stats.items():
+                    st.add(s >= t, union, None, boxes[:, 4].astype(np.int64), px)
+    net.train()
+    rows = {}
+    for t, st in stats.items():
+        r = st.report()
+        rows[f"{t:g}"] = (round(r["recall"] or 0.0, 4), round(r["false_blobs_per_image"] or 0.0, 3))
+    ok = [(rec, -float(t)) for t, (rec, fb) in rows.items() if fb <= MAX_FALSE_BLOBS]
+    best = max(ok) if ok else (0.0, -1.0)
+    return {"real_score": best[0], "real_threshold": -best[1], "real": rows}
+
+
+def make_net(cfg: TrainConfig, n_classes: int) -> Any:
+    if cfg.encoder == "lite0":
+        from .encoder import LiteSegNet
+        return LiteSegNet(n_classes, cfg.channels, pretrained=True, freeze=cfg.freeze)
+    if cfg.encoder:
+        raise ValueError(f"unknown encoder {cfg.encoder!r} (known: lite0)")
+    return SegNet(n_classes, cfg.channels, cfg.attention)
+
+
 def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: list[str], out: Path,
-          log_every: int = 25) -> SegNet:
+          log_every: int = 25, real_val: list[tuple[np.ndarray, np.ndarray]] | None = None) -> SegNet:
     """Train a SegNet; checkpoints and a JSON-lines log in ``out``; returns the best model (by val Dice)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    net = SegNet(len(class_names), cfg.channels, cfg.attention)
+    net = make_net(cfg, len(class_names))
     if cfg.init:
         ck = torch.load(cfg.init, map_location="cpu", weights_only=False)
         if ck["info"]["classes"] != class_names:
             raise ValueError(f"{cfg.init}: trained for classes {ck['info']['classes']}, not {class_names}")
-        net.load_state_dict(ck["state"])
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net.load_state_dict(ck["state"], strict=not cfg.encoder)
+    net.train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     counts = np.floor(np.array(cfg.mix) * cfg.batch).astype(int)
     counts[0] += cfg.batch - counts.sum()
@@ -188,10 +247,17 @@ def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: 
             rec: dict[str, Any] = {}
             if step % log_every == 0 or step == 1:
                 rec = {"step": step, "s": round(time.time() - t0, 1), **{k: round(v.item(), 4) for k, v in ls.items()}}
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            real_due = bool(real_val) and cfg.real_every and (step % cfg.real_every == 0 or step == cfg.steps)
+            if step % cfg.val_every == 0 or step == cfg.steps or real_due:
                 v = validate(net, val)
-                rec = {"step": step, "s": round(time.time() - t0, 1), **rec, **v}
                 score = float(np.mean([x for k, x in v.items() if k.endswith("_dice")]))
+                if real_due:
+                    v = {**v, **validate_real(net, real_val or [])}
+                    # real photos first (recall at <= 0.5 false blobs per photo), synthetic Dice breaks ties
+                    score = v["real_score"] + 1e-3 * score
+                elif real_val and cfg.real_every:
+                    score = -1.0  # checkpoints are chosen on the real photos only
+                rec = {"step": step, "s": round(time.time() - t0, 1), **rec, **v}
                 if score > best:
                     best, best_state = score, {k: t.clone() for k, t in net.state_dict().items()}
                     torch.save({"state": best_state, "info": info, "step": step, "val": v}, out / "best.pt")
