@@ -28,11 +28,22 @@ def leather(h: int, w: int, seed: int) -> np.ndarray:
     return img
 
 
+def hide_tiles(n: int = 4, size: int = 512) -> np.ndarray:
+    """Tiles of a synthetic hide at the station's scale (0.37 mm/px), defects included."""
+    from edge_inspector.synth import SynthConfig, generate_blocks
+
+    lines = np.concatenate([np.asarray(b.lines) for b in generate_blocks(
+        SynthConfig(hides=1, seed=3, width=1024, defects_per_hide=(8, 8)))])
+    rows = np.nonzero((np.abs(lines.astype(np.int16) - 40).mean(axis=2) > 40).mean(axis=1) > 0.5)[0]
+    y0 = int(rows[len(rows) // 4])
+    return np.stack([lines[y0 + i * size : y0 + (i + 1) * size, 256 : 256 + size] for i in range(n)])
+
+
 @needs_openvino
 @pytest.mark.parametrize("name", ["baseline", "default", "unet"])
 def test_openvino_gives_the_same_maps_and_detections_as_onnx_runtime(name: str) -> None:
     ort_m = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU, cpu_runtime="onnxruntime"))
-    ov_m = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU))
+    ov_m = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU, cpu_precision="f32"))
     assert ort_m.provider == "CPUExecutionProvider" and ov_m.provider == "OpenVINO:CPU"
     tiles = np.stack([leather(512, 512, 1), leather(512, 512, 2)])
     a, b = tile_maps(ort_m, tiles), tile_maps(ov_m, tiles)
@@ -44,6 +55,22 @@ def test_openvino_gives_the_same_maps_and_detections_as_onnx_runtime(name: str) 
     for x, y in zip(da, db):
         assert np.array_equal(x.class_id, y.class_id)
         assert np.allclose(x.xyxy, y.xyxy, atol=4.0)
+
+
+@needs_openvino
+def test_openvino_bf16_finds_the_same_defects() -> None:
+    """The default CPU precision (bf16 where the CPU has it) may move single scores, not the defects."""
+    ref = Model.load(ModelCfg(path="builtin:default", providers=CPU, cpu_runtime="onnxruntime"))
+    bf = Model.load(ModelCfg(path="builtin:default", providers=CPU, cpu_precision="bf16"))
+    tiles = hide_tiles()
+    a, b = ref.infer(tiles), bf.infer(tiles)
+    assert sum(len(x) for x in a) >= 3  # the tiles do hold defects
+    for x, y in zip(a, b):
+        assert abs(len(x) - len(y)) <= 1
+        if len(x) and len(y):
+            cx, cy = (x.xyxy[:, :2] + x.xyxy[:, 2:]) / 2, (y.xyxy[:, :2] + y.xyxy[:, 2:]) / 2
+            d = np.linalg.norm(cx[:, None] - cy[None], axis=2)
+            assert (d.min(axis=1) <= 8).sum() >= len(x) - 1  # each defect found again within 8 px
 
 
 @needs_openvino

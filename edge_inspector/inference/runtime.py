@@ -11,9 +11,11 @@
 
 What really runs is logged (``model_session``) and reported as the model's provider (``OpenVINO:CPU``
 or the ONNX Runtime provider name); a fallback is logged as ``provider_fallback`` and refused when
-``require_provider`` is set. OpenVINO runs in f32 by default (``cpu_precision``): its bf16 default on
-CPUs with AVX-512 BF16 moved the default model's uint8 scores by up to 22 levels. OpenVINO compiles
-one graph per input shape (the station's strip shape is compiled during warm-up).
+``require_provider`` is set. ``[model] cpu_precision``: OpenVINO runs in bf16 where the CPU has it
+(AVX-512 BF16 / AMX: the demo ran 1.75x faster end to end with the same recall on three synthetic
+recordings, though single uint8 scores move by up to 22 levels) and in f32 elsewhere; ``"f32"``
+gives ONNX Runtime's scores (within one uint8 level). OpenVINO compiles one graph per input shape
+(the station's strip shape is compiled during warm-up).
 """
 
 from __future__ import annotations
@@ -108,18 +110,27 @@ class OpenVinoSession:
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         with self._lock:
-            req = self._compiled.get(shape)
-            if req is None:
-                m = self._model.clone()
-                m.reshape({self._ov_input: list(shape)})
-                try:
-                    compiled = self._core.compile_model(m, "CPU", self._config)
-                except Exception as e:  # noqa: BLE001
-                    raise ModelError(f"OpenVINO cannot compile the model for input {shape}:"
-                                     f" {str(e).splitlines()[0]}", path=self._path) from None
-                req = compiled.create_infer_request()
-                self._compiled[shape] = req
+            return self._request_unlocked(shape)
+
+    def _request_unlocked(self, shape: tuple[int, ...]) -> Any:
+        req = self._compiled.get(shape)
+        if req is not None:
             return req
+        m = self._model.clone()
+        m.reshape({self._ov_input: list(shape)})
+        try:
+            compiled = self._core.compile_model(m, "CPU", self._config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO's errors are plain RuntimeErrors
+            if self._config.get("INFERENCE_PRECISION_HINT") != "f32":  # a CPU that refuses bf16: f32
+                log.warning("openvino_precision_fallback", wanted=self._config["INFERENCE_PRECISION_HINT"],
+                            using="f32", error=str(e).splitlines()[0])
+                self._config["INFERENCE_PRECISION_HINT"] = "f32"
+                return self._request_unlocked(shape)
+            raise ModelError(f"OpenVINO cannot compile the model for input {shape}:"
+                             f" {str(e).splitlines()[0]}", path=self._path) from None
+        req = compiled.create_infer_request()
+        self._compiled[shape] = req
+        return req
 
     def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         x = np.ascontiguousarray(feeds[self.input_name])
