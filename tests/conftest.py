@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -53,3 +57,19 @@ def recording(tmp_path_factory) -> tuple[Path, Path, dict]:
     truth = write_recording(rec, SynthConfig(hides=2, seed=11, width=1024, mm_per_px=1.5, mm_per_line=1.5,
                                              line_rate_hz=20000))
     return rec, st, truth
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``cond`` every 10 ms; AssertionError naming ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

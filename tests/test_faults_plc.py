@@ -34,25 +34,13 @@ from edge_inspector.plc.regmap import default_map
 from edge_inspector.plc.regmap_doc import render_st_block, st_block_of
 from edge_inspector.plc.softplc import SoftPlc
 
+from conftest import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 LINES_PER_S = 2000
 MM_PER_LINE = 0.5
 SPEED = LINES_PER_S * MM_PER_LINE  # mm/s
 MARKER = 500.0
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def station(port: int) -> Any:

@@ -10,7 +10,6 @@ import inspect
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,22 +31,10 @@ from edge_inspector.plc.outbox import Outbox, OutboxError
 from edge_inspector.plc.regmap import default_map
 from edge_inspector.plc.softplc import SoftPlc
 
+from conftest import free_port, wait_until
+
 TESTS = Path(__file__).resolve().parent
 MAP = default_map()
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
