@@ -157,7 +157,12 @@ class Pipeline:
         dtype = np.dtype(cam.dtype)
         grid = TileGrid(cam.width, tl.tile, tl.overlap)
         self.model = model
-        self.batch = station.model.batch
+        if model is not None:
+            from .inference.model import station_batch
+
+            self.batch = station_batch(station, model.provider)[1]  # 0 = auto: 1 on the CPU, a strip on a GPU
+        else:
+            self.batch = 0
         self.progress = progress
         self.ring = TileRing(tl.ring_slots, len(grid.x0s), tl.tile, cam.channels, dtype)
         self.q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)
