@@ -36,7 +36,7 @@ BUILTINS: tuple[BuiltinModel, ...] = (
     # int8 static QDQ of the two rows above (python -m edge_inspector.train.quantize; docs/performance.md)
     BuiltinModel("attention-unet-int8", "attention_unet_int8.onnx",
                  "attention-unet in int8 (static QDQ, per channel, calibrated on synthetic and real tiles)"),
-    BuiltinModel("unet-int8", "unet_int8.onnx", "unet in int8, made the same way"),
+    BuiltinModel("unet-int8", "unet_int8.onnx", "unet in int8, made the same way (MinMax calibration)"),
 )
 
 # name -> file, in table order (a view of BUILTINS)
