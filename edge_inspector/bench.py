@@ -140,7 +140,7 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
         model.fit_station(station)  # tile, channels, sample type and bit depth of the camera
         from .inference.model import station_batch
 
-        model.warmup(*station_batch(station, model.provider))
+        model.warmup(*station_batch(station, model.provider, model.fixed_batch))
         # The model alone on one strip's worth of tiles, repeated.
         t = station.tiling.tile
         from .tile import column_starts
@@ -150,7 +150,7 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
             np.stack([pool[:t, x : x + t] for x in column_starts(station.camera.width, t, station.tiling.overlap)])
         ) if len(pool) >= t else None
         if batch is not None:
-            step = station_batch(station, model.provider)[1]  # as the pipeline calls it
+            step = station_batch(station, model.provider, model.fixed_batch)[1]  # as the pipeline calls it
 
             def strip() -> None:
                 for i in range(0, n_cols, step):
@@ -164,7 +164,7 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
             dt = time.perf_counter() - t0
             out["model_only_tiles_per_s"] = round(reps * n_cols / dt, 2)
         out["model"] = str(model.path)
-        out["batch"] = station_batch(station, model.provider)[1]
+        out["batch"] = station_batch(station, model.provider, model.fixed_batch)[1]
     # warm-up run (numba JIT, caches), then the measured run
     measured_run(station, model, cycled(pool, min(lines, 4 * station.tiling.tile), block))
     if no_model:

@@ -160,7 +160,8 @@ class Pipeline:
         if model is not None:
             from .inference.model import station_batch
 
-            self.batch = station_batch(station, model.provider)[1]  # 0 = auto: 1 on the CPU, a strip on a GPU
+            # 0 = auto: the graph's fixed batch, else 1 on the CPU, a strip on a GPU
+            self.batch = station_batch(station, model.provider, getattr(model, "fixed_batch", None))[1]
         else:
             self.batch = 0
         self.progress = progress

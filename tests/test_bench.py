@@ -30,6 +30,8 @@ def test_batch_auto_is_one_tile_on_the_cpu_a_strip_elsewhere():
     assert station_batch(st, "CUDAExecutionProvider") == (2048, 5)
     assert station_batch(st) == (2048, 5)
     assert station_batch(_station(batch=3), "OpenVINO:CPU") == (2048, 3)  # a station's own batch wins
+    assert station_batch(st, "OpenVINO:CPU", fixed=4) == (2048, 4)  # a graph with a fixed batch: that one
+    assert station_batch(_station(batch=3), "OpenVINO:CPU", fixed=4) == (2048, 3)
     assert cpu_provider("OpenVINO:CPU") and not cpu_provider("TensorrtExecutionProvider")
 
 
