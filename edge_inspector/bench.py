@@ -93,7 +93,8 @@ def summary_line(res: dict[str, Any]) -> str:
         parts.append(f"{res['copy_ratio']} of a plain copy ({res['plain_copy_lines_per_s']:,.0f} lines/s)")
     if "model_only_tiles_per_s" in res:
         parts.append(f"model alone {res['model_only_tiles_per_s']} tiles/s")
-    parts.append(f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['strips_dropped']} strips dropped, provider {res['provider']}")
+    parts.append(f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['strips_dropped']} strips dropped,"
+                 f" provider {res['provider']}")
     return "; ".join(parts)
 
 
