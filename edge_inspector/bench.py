@@ -3,6 +3,14 @@
 The source is a pool of synthetic 8K lines held in memory and replayed with rising line
 indices, so the figure measures the pipeline (stitching into the tile ring, hide tracking,
 inference, assembly), not disk or the generator. ``--no-model`` skips inference.
+
+Two ratios make the figures comparable across machines and loads (docs/performance.md):
+
+- ``headroom``: end-to-end tiles/s over the tiles/s the station's line rate needs
+  (``camera.line_rate_hz / (tile - overlap)`` strips per second x tile columns). Below 1 the
+  station cannot hold its line; the demo asks for >= 1.5.
+- ``copy_ratio`` (``--no-model``): pipeline lines/s over a plain copy of the same blocks into a
+  buffer the size of the tile ring, measured in the same run just before it.
 """
 
 from __future__ import annotations
@@ -27,17 +35,67 @@ def line_pool(station: Station, n_lines: int, seed: int = 3) -> np.ndarray:
     cam = station.camera
     cfg = SynthConfig(hides=1, seed=seed, width=cam.width, channels=cam.channels,
                       mm_per_px=cam.mm_per_px, mm_per_line=cam.mm_per_line, block_lines=512)
-    rows = []
+    pool = np.empty((n_lines, cam.width, cam.channels), np.dtype(cam.dtype))  # filled in place: no 2x peak
     got = 0
     for b in generate_blocks(cfg):
-        rows.append(np.array(b.lines))
-        got += b.n_lines
+        k = min(b.n_lines, n_lines - got)
+        rows = np.asarray(b.lines[:k]).reshape(k, cam.width, cam.channels)
+        if cam.dtype == "uint16":
+            pool[got : got + k] = rows.astype(np.uint16) << 8
+        else:
+            pool[got : got + k] = rows
+        got += k
         if got >= n_lines:
             break
-    pool = np.concatenate(rows)[:n_lines]
-    if cam.dtype == "uint16":
-        pool = pool.astype(np.uint16) << 8
-    return np.ascontiguousarray(pool)
+    return pool[:got]
+
+
+def needed_tiles_per_s(station: Station) -> float:
+    """Tiles per second the station's line rate produces: strips/s x tile columns."""
+    from .tile import column_starts
+
+    tl = station.tiling
+    n_cols = len(column_starts(station.camera.width, tl.tile, tl.overlap))
+    return station.camera.line_rate_hz / (tl.tile - tl.overlap) * n_cols
+
+
+def plain_copy_lines_per_s(station: Station, pool: np.ndarray, lines: int, block: int) -> float:
+    """Lines/s of a plain copy of the same blocks (``np.copyto``, one block after the other) into a
+    destination the size of the tile ring, pages mapped beforehand: the bound for the stitcher."""
+    from .tile import column_starts
+
+    tl = station.tiling
+    n_cols = len(column_starts(station.camera.width, tl.tile, tl.overlap))
+    ring_bytes = tl.ring_slots * n_cols * tl.tile * tl.tile * pool[0].nbytes // station.camera.width
+    line_bytes = pool[0].nbytes
+    dst = np.empty((max(block, ring_bytes // line_bytes),) + pool.shape[1:], pool.dtype)
+    dst.fill(0)
+    row = 0
+    t0 = time.perf_counter()
+    for b in cycled(pool, lines, block):
+        k = b.n_lines
+        if row + k > len(dst):
+            row = 0
+        np.copyto(dst[row : row + k], b.lines)
+        row += k
+    return lines / (time.perf_counter() - t0)
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    """The bench result in one line, for a person (the JSON is for scripts)."""
+    head = res.get("headroom")
+    verdict = "" if head is None else (" holds the line" if head >= 1.5 else
+                                       " holds the line, little margin (< 1.5)" if head >= 1.0 else
+                                       " CANNOT hold the line")
+    parts = [f"bench {res['mode']}: {res['lines_per_s']:,.0f} lines/s, {res['tiles_per_s']} tiles/s end to end",
+             f"line rate needs {res['needed_tiles_per_s']} tiles/s: headroom {head}{verdict}"]
+    if "copy_ratio" in res:
+        parts.append(f"{res['copy_ratio']} of a plain copy ({res['plain_copy_lines_per_s']:,.0f} lines/s)")
+    if "model_only_tiles_per_s" in res:
+        parts.append(f"model alone {res['model_only_tiles_per_s']} tiles/s")
+    parts.append(f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['strips_dropped']} strips dropped,"
+                 f" provider {res['provider']}")
+    return "; ".join(parts)
 
 
 def cycled(pool: np.ndarray, total: int, block: int) -> Iterator[LineBlock]:
@@ -71,6 +129,8 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
         "overlap": station.tiling.overlap,
         "block_lines": block,
         "cpu_count": os.cpu_count(),
+        "line_rate_hz": station.camera.line_rate_hz,
+        "needed_tiles_per_s": round(needed_tiles_per_s(station), 2),
     }
     model = None
     if not no_model:
@@ -81,7 +141,7 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
         model.fit_station(station)  # tile, channels, sample type and bit depth of the camera
         from .inference.model import station_batch
 
-        model.warmup(*station_batch(station))
+        model.warmup(*station_batch(station, model.provider, model.fixed_batch))
         # The model alone on one strip's worth of tiles, repeated.
         t = station.tiling.tile
         from .tile import column_starts
@@ -91,16 +151,26 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
             np.stack([pool[:t, x : x + t] for x in column_starts(station.camera.width, t, station.tiling.overlap)])
         ) if len(pool) >= t else None
         if batch is not None:
-            model.infer(batch)
+            step = station_batch(station, model.provider, model.fixed_batch)[1]  # as the pipeline calls it
+
+            def strip() -> None:
+                for i in range(0, n_cols, step):
+                    model.infer(batch[i : i + step])
+
+            strip()
             reps, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < 3.0 or reps < 2:
-                model.infer(batch)
+                strip()
                 reps += 1
             dt = time.perf_counter() - t0
             out["model_only_tiles_per_s"] = round(reps * n_cols / dt, 2)
         out["model"] = str(model.path)
+        out["batch"] = station_batch(station, model.provider, model.fixed_batch)[1]
     # warm-up run (numba JIT, caches), then the measured run
     measured_run(station, model, cycled(pool, min(lines, 4 * station.tiling.tile), block))
+    if no_model:
+        plain_copy_lines_per_s(station, pool, min(lines, len(pool)), block)  # warm (pages, caches)
+        out["plain_copy_lines_per_s"] = round(plain_copy_lines_per_s(station, pool, lines, block), 1)
     stats = measured_run(station, model, cycled(pool, lines, block))
     d = stats.as_dict()
     out.update({k: d[k] for k in (
@@ -108,4 +178,11 @@ def bench(station: Station, *, lines: int, no_model: bool, model_path: str | Non
         "infer_ms_per_strip_p50", "infer_ms_per_strip_p99", "latency_ms_p50", "latency_ms_p99",
         "peak_rss_mb", "provider", "strips_dropped", "lines_lost", "hides")})
     out["cpu_cores_used"] = round(stats.cpu_s / stats.wall_s, 2) if stats.wall_s else None
+    tps = out["tiles_per_s"]
+    out["headroom"] = round(tps / out["needed_tiles_per_s"], 2) if tps else None
+    if "model_only_tiles_per_s" in out:
+        out["model_only_headroom"] = round(out["model_only_tiles_per_s"] / out["needed_tiles_per_s"], 2)
+    if no_model:
+        lps = out["lines_per_s"]
+        out["copy_ratio"] = round(lps / out["plain_copy_lines_per_s"], 3) if lps else None
     return out

@@ -222,11 +222,12 @@ def cmd_eval_model(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import bench
+    from .bench import bench, summary_line
 
     station = _station(a.station)
     res = bench(station, lines=a.lines, no_model=a.no_model, model_path=a.model)
     print(json.dumps(res, indent=2))
+    print(summary_line(res), file=sys.stderr)  # stdout stays JSON
     return 0
 
 

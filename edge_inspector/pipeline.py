@@ -157,7 +157,13 @@ class Pipeline:
         dtype = np.dtype(cam.dtype)
         grid = TileGrid(cam.width, tl.tile, tl.overlap)
         self.model = model
-        self.batch = station.model.batch
+        if model is not None:
+            from .inference.model import station_batch
+
+            # 0 = auto: the graph's fixed batch, else 1 on the CPU, a strip on a GPU
+            self.batch = station_batch(station, model.provider, getattr(model, "fixed_batch", None))[1]
+        else:
+            self.batch = 0
         self.progress = progress
         self.ring = TileRing(tl.ring_slots, len(grid.x0s), tl.tile, cam.channels, dtype)
         self.q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)

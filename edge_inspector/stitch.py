@@ -44,11 +44,30 @@ def _copy_flat_field(src, dst, x0, gain, offset, maxval):  # pragma: no cover - 
                 dst[i, x, ch] = v + 0.5
 
 
+@numba.njit(nogil=True, cache=True)
+def _gather_samples(src, r0, step, out):  # pragma: no cover - jit
+    # out[i, j] = src[r0 + i * step, j * step]: one pass, no numpy strided-copy overhead per pixel
+    n, w, c = out.shape
+    for i in range(n):
+        r = r0 + i * step
+        for j in range(w):
+            x = j * step
+            for ch in range(c):
+                out[i, j, ch] = src[r, x, ch]
+
+
 class TileRing:
-    """``n_slots`` preallocated strip slots and the queue of free ones."""
+    """``n_slots`` preallocated strip slots and the queue of free ones.
+
+    The slots are written once here, so their pages are mapped before the first line arrives: a
+    lazily mapped ring costs a page fault per 4 KiB on the first pass over each slot (the
+    stitcher ran at half speed during the first ``n_slots`` strips). The ring's memory,
+    ``n_slots x n_cols x tile² x channels`` bytes (4 x 63 MB for the 8K RGB demo), is resident
+    from the start (docs/performance.md, "Where the memory goes")."""
 
     def __init__(self, n_slots: int, n_cols: int, tile: int, channels: int, dtype: np.dtype) -> None:
-        self.buffers = np.zeros((n_slots, n_cols, tile, tile, channels), dtype)
+        self.buffers = np.empty((n_slots, n_cols, tile, tile, channels), dtype)
+        self.buffers.fill(0)  # map every page now, not in the hot path
         self._free: queue.Queue[int] = queue.Queue()
         self.wait_s = 0.0  # time spent waiting for a free slot (replay backpressure)
         for i in range(n_slots):
@@ -272,7 +291,13 @@ class Stitcher:
         first = -(-a // s) * s  # first multiple of s at or after a
         if first >= block.end_line:
             return
-        samples = np.array(block.lines[first - a :: s, ::s], order="C")  # a copy, also for step 1
+        lines = block.lines
+        n = -(-(block.end_line - first) // s)
+        if lines.ndim == 3 and lines.strides[-1] == lines.itemsize:
+            samples = np.empty((n, -(-lines.shape[1] // s), lines.shape[2]), lines.dtype)
+            _gather_samples(lines, first - a, s, samples)  # a copy, also for step 1
+        else:
+            samples = np.array(lines[first - a :: s, ::s], order="C")
         if self._ff is not None:
             g = self._ff[0][::s][None]
             o = self._ff[1][::s][None]

@@ -146,11 +146,23 @@ def test_synth_and_bench_commands(tmp_path, capsys):
     assert rec.is_file() and Path(str(rec) + ".gt.json").is_file()
     capsys.readouterr()
     assert main(["bench", "--no-model", "--station", str(st), "--lines", "20000"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
     assert res["mode"] == "no-model" and res["lines"] == 20000 and res["lines_per_s"] > 0
     assert res["tiles"] > 0 and res["strips_dropped"] == 0 and res["provider"] == "none"
+    # headroom: 20,000 lines/s over strips of 448 new lines, 3 tile columns of 512 in 1,024 px
+    assert res["needed_tiles_per_s"] == round(20000 / 448 * 3, 2)
+    assert res["headroom"] == round(res["tiles_per_s"] / res["needed_tiles_per_s"], 2) > 0
+    # the pipeline beside a plain copy of the same blocks, measured in the same run
+    assert res["plain_copy_lines_per_s"] > 0
+    assert res["copy_ratio"] == round(res["lines_per_s"] / res["plain_copy_lines_per_s"], 3)
+    assert f"headroom {res['headroom']}" in cap.err and f"{res['copy_ratio']} of a plain copy" in cap.err
     assert main(["bench", "--station", str(st), "--lines", "3000"]) == 0
     res = json.loads(capsys.readouterr().out)
     cpu = "OpenVINO:CPU" if openvino_available() else "CPUExecutionProvider"  # the fastest CPU runtime present
     assert res["mode"] == "model" and res["provider"] == cpu
     assert res["model_only_tiles_per_s"] > 0 and res["tiles"] > 0
+    assert res["headroom"] == round(res["tiles_per_s"] / res["needed_tiles_per_s"], 2)
+    assert res["model_only_headroom"] == round(res["model_only_tiles_per_s"] / res["needed_tiles_per_s"], 2)
+    assert res["batch"] == 1  # model.batch = 0 (auto) is one tile per call on a CPU runtime
+    assert "copy_ratio" not in res

@@ -33,6 +33,10 @@ BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel("attention-unet", "attention_unet.onnx", "learned (edge_inspector/train)"),
     BuiltinModel("attention-unet-fp16", "attention_unet_fp16.onnx", "the same in float16, for GPUs"),
     BuiltinModel("unet", "unet.onnx", "plain U-Net trained the same way, for comparison"),
+    # int8 static QDQ of the two rows above (python -m edge_inspector.train.quantize; docs/performance.md)
+    BuiltinModel("attention-unet-int8", "attention_unet_int8.onnx",
+                 "attention-unet in int8 (static QDQ, per channel, calibrated on synthetic and real tiles)"),
+    BuiltinModel("unet-int8", "unet_int8.onnx", "unet in int8, made the same way (MinMax calibration)"),
 )
 
 # name -> file, in table order (a view of BUILTINS)
