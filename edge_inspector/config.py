@@ -144,6 +144,10 @@ class HideDetection(BaseModel):
     )
 
 
+# what a station's [model] outputs may name (the decoders' OUTPUT_KEYS, inference/decoders.py)
+OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes")
+
+
 class ModelCfg(BaseModel):
     model_config = _STRICT
     path: str = Field("builtin:default", description="ONNX file, or builtin:default / builtin:baseline")
@@ -164,6 +168,17 @@ class ModelCfg(BaseModel):
     batch: int = Field(0, ge=0, description="tiles per inference call; 0 = auto: one tile on a CPU runtime (the"
                        " same tiles/s, a fifth of the memory), the tiles of one strip on a GPU")
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    outputs: dict[str, str] = Field(
+        default_factory=dict, description="which graph output the decoder reads as what, over the model's"
+        " edge_inspector.output; for foreign exports, e.g. {anomaly_map = \"output\", pred_score ="
+        " \"onnx::Sigmoid_123\"} of an older anomalib export")
+
+    @model_validator(mode="after")
+    def _known_outputs(self) -> "ModelCfg":
+        bad = sorted(set(self.outputs) - set(OUTPUT_ROLES))
+        if bad:
+            raise ValueError(f"outputs: unknown role {bad[0]!r}; one of {', '.join(OUTPUT_ROLES)}")
+        return self
 
 
 class Belt(BaseModel):

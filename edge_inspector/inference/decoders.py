@@ -221,11 +221,17 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
 
 
 class AnomalyDecoder(Decoder[AnomalyMaps]):
-    """anomalib export: ``anomaly_map`` (N,1,h,w) and/or ``pred_mask``, ``pred_score``.
+    """Any anomaly-map model (learn-good, DRAEM, SSIM-AE, anomalib exports): ``anomaly_map``
+    (N,1,h,w) at any resolution, ``pred_score``, optionally ``pred_label`` / ``pred_mask``.
 
-    Pixels of the anomaly map at or above ``score_threshold`` (or the exported pred_mask) form
-    components of class 0 ("anomaly"), scored by their peak. With only ``pred_score``, a tile
-    whose score reaches the threshold is one detection covering the whole tile.
+    Pixels of the anomaly map at or above ``score_threshold`` form components of class 0
+    ("anomaly"), scored by their peak; h, w smaller than the tile scale up (the output's stride, else
+    the shapes). The map wins over an exported ``pred_mask`` whenever both are there, so the
+    station's threshold and ``edge-inspector calibrate`` act on it; the mask is read only by a
+    model without a map. With only ``pred_score``, a tile whose score reaches the threshold is one
+    detection covering the whole tile. Outputs are found by name (``anomaly_map``, ``pred_score``,
+    ...) or by the names the model's ``edge_inspector.output`` or the station's ``[model] outputs``
+    give them (older anomalib exports call the map ``output`` and the score ``onnx::...``).
     """
 
     name = "anomaly"
@@ -233,7 +239,7 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
 
     def check_outputs(self, outputs, batch, tile_hw):
         amap = _named(outputs, self.spec, "anomaly_map", "anomaly_map")
-        pmask = _named(outputs, self.spec, "pred_mask", "pred_mask")
+        pmask = None if amap is not None else _named(outputs, self.spec, "pred_mask", "pred_mask")
         if amap is None and pmask is None:
             ps = _named(outputs, self.spec, "pred_score", "pred_score")
             if ps is not None:
@@ -266,7 +272,7 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
         scale = map_scale(ref.shape[-2:], maps.tile_hw, maps.stride)  # type: ignore[union-attr]
         out = []
         for i in range(len(ref)):  # type: ignore[arg-type]
-            label = (pmask[i] > 0) if pmask is not None else (amap[i] >= self.score_threshold)
+            label = (amap[i] >= self.score_threshold) if amap is not None else (pmask[i] > 0)
             if not label.any():
                 out.append(Detections.empty())
                 continue

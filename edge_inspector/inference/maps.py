@@ -154,7 +154,7 @@ class AnomalyMaps(Maps):
     """anomalib outputs at the output resolution: raw anomaly map, predicted mask, or tile scores."""
 
     anomaly_map: np.ndarray | None  # (B, h, w) float32, unscaled
-    pred_mask: np.ndarray | None  # (B, h, w), > 0 = anomalous
+    pred_mask: np.ndarray | None  # (B, h, w), > 0 = anomalous; only read when there is no map
     pred_score: np.ndarray | None  # (B,) float32, only when there is neither map nor mask
     stride: Any
 
@@ -225,9 +225,10 @@ def segmentation_maps(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple
 
 def anomaly_maps(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, int], *,
                  spec: dict[str, Any]) -> AnomalyMaps:
-    """``anomaly_map`` (N, 1, h, w) and/or ``pred_mask``; else ``pred_score``; else the one output as the map."""
+    """``anomaly_map`` (N, 1, h, w); else ``pred_mask``; else ``pred_score``; else the one output as the
+    map. The map wins over an exported mask (the mask is then not read): thresholds act on the map."""
     amap = pick_output(outputs, spec, "anomaly_map", "anomaly_map")
-    pmask = pick_output(outputs, spec, "pred_mask", "pred_mask")
+    pmask = None if amap is not None else pick_output(outputs, spec, "pred_mask", "pred_mask")
     pscore = None
     if amap is None and pmask is None:
         pscore = pick_output(outputs, spec, "pred_score", "pred_score")

@@ -142,11 +142,12 @@ class Model:
         try:
             decoder = DECODERS[contract.decoder](
                 class_names=list(contract.classes), score_threshold=score_threshold,
-                min_area_px=min_area_px, spec=dict(contract.output),
+                min_area_px=min_area_px, spec={**contract.output, **cfg.outputs},  # the station's names win
             )
             decoder.check_names(contract.outputs)
         except ValueError as e:  # an output spec the decoder cannot read, or names no output has
-            raise ModelError(f"metadata {META}output: {e}", path=path) from None
+            src = "station [model] outputs" if any(f"{k!r}" in str(e) for k in cfg.outputs) else f"metadata {META}output"
+            raise ModelError(f"{src}: {e}", path=path) from None
         session = open_session(cfg, path)
         return cls(path=path, session=session, contract=contract, decoder=decoder,
                    score_threshold=score_threshold, min_area_px=min_area_px)

@@ -98,7 +98,10 @@ class OpenVinoSession:
         # graph's own input/output names, in order (OpenVINO keeps the order).
         import onnx
 
-        graph = onnx.load(str(path), load_external_data=False).graph
+        proto = onnx.load(str(path), load_external_data=False)
+        graph = proto.graph
+        if any(p.key == "edge_inspector.cpu_precision" and p.value == "f32" for p in proto.metadata_props):
+            self._config["INFERENCE_PRECISION_HINT"] = "f32"  # the model needs it (novelty distances: docs/models.md)
         inits = {i.name for i in graph.initializer}
         self.input_name = [i.name for i in graph.input if i.name not in inits][0]
         self.output_names = [o.name for o in graph.output]

@@ -6,11 +6,13 @@
 
 Distance heads:
 
-- ``knn``: distance to the nearest patch of the memory bank (m, 152), as a 1x1 convolution with
-  weights -2 x bank and bias |bank|², the minimum over the bank, + |x|², sqrt. Cost per cell
-  152 x m multiply-adds: size the bank for the speed the line needs (docs/models.md).
-- ``gauss``: Mahalanobis distance to one Gaussian of all good patches: a 1x1 convolution with the
-  whitening W, b, then the root of the sum of squares (152 x 152 per cell).
+- ``knn``: distance to the nearest patch of the memory bank (m, 152): a 1x1 convolution with
+  weights -2 x bank and bias |bank|² picks the nearest patch (arg min), then |x - patch| is
+  computed directly (|x|² - 2 x.m + |m|² cancels badly when OpenVINO runs in bf16: 0.3 on the
+  0..1 map where the distance is 0). Cost per cell 152 x m multiply-adds: size the bank for the
+  speed the line needs (docs/models.md).
+- ``gauss``: Mahalanobis distance to one Gaussian of all good patches: x - mean, a 1x1
+  convolution with the whitening W, then the root of the sum of squares (152 x 152 per cell).
 
 The map is scaled so that the threshold learn-good chose is 0.5 (1.0 = twice that distance),
 so ``edge_inspector.score_threshold`` = 0.5 and ``calibrate`` can move it on the same scale.
@@ -87,20 +89,26 @@ def _head_nodes(head: Head) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
     n = helper.make_node
     if head.kind == "knn":
         bank = np.asarray(head.bank, np.float32)
-        inits = [_init("head/w", (-2.0 * bank)[:, :, None, None]), _init("head/bb", np.einsum("ij,ij->i", bank, bank))]
-        nodes = [
+        inits = [_init("head/w", (-2.0 * bank)[:, :, None, None]), _init("head/bb", np.einsum("ij,ij->i", bank, bank)),
+                 _init("head/bank", bank)]
+        nodes = [  # the nearest patch by |m|² - 2 x.m, then |x - m| to it: no cancellation in bf16
             n("Conv", [EMBEDDING, "head/w", "head/bb"], ["head/c"]),
-            n("ReduceMin", ["head/c"], ["head/cmin"], axes=[1], keepdims=1),
-            n("ReduceSumSquare", [EMBEDDING], ["head/xx"], axes=[1], keepdims=1),
-            n("Add", ["head/cmin", "head/xx"], ["head/d2"]),
-            n("Relu", ["head/d2"], ["head/d2p"]),
-            n("Sqrt", ["head/d2p"], ["dist"]),
+            n("ArgMin", ["head/c"], ["head/i"], axis=1, keepdims=1),  # (B, 1, h, w)
+            n("Gather", ["head/bank", "head/i"], ["head/m"], axis=0),  # (B, 1, h, w, D)
+            n("Transpose", [EMBEDDING], ["head/xt"], perm=[0, 2, 3, 1]),  # (B, h, w, D)
+            n("Unsqueeze", ["head/xt", "head/ax1"], ["head/x5"]),  # (B, 1, h, w, D)
+            n("Sub", ["head/x5", "head/m"], ["head/r"]),
+            n("ReduceSumSquare", ["head/r"], ["head/d2"], axes=[-1], keepdims=0),
+            n("Sqrt", ["head/d2"], ["dist"]),
         ]
+        inits += [_init("head/ax1", np.array([1], np.int64))]
     elif head.kind == "gauss":
-        inits = [_init("head/w", np.asarray(head.w, np.float32)[:, :, None, None]),
-                 _init("head/b", np.asarray(head.b, np.float32))]
-        nodes = [
-            n("Conv", [EMBEDDING, "head/w", "head/b"], ["head/z"]),
+        w = np.asarray(head.w, np.float32)
+        mu = np.linalg.solve(w.astype(np.float64), -np.asarray(head.b, np.float64)).astype(np.float32)
+        inits = [_init("head/w", w[:, :, None, None]), _init("head/mu", mu[None, :, None, None])]
+        nodes = [  # W (x - mu), not W x + b: the subtraction first keeps bf16 runtimes exact enough
+            n("Sub", [EMBEDDING, "head/mu"], ["head/xc"]),
+            n("Conv", ["head/xc", "head/w"], ["head/z"]),
             n("ReduceSumSquare", ["head/z"], ["head/d2"], axes=[1], keepdims=1),
             n("Sqrt", ["head/d2"], ["dist"]),
         ]
@@ -179,6 +187,9 @@ def build_model(head: Head, spec: ModelSpec) -> onnx.ModelProto:
         "score_threshold": f"{THRESHOLD:g}",
         "min_area_px": f"{spec.min_area_px:g}",
         "mm_per_px": f"{spec.mm_per_px:g}",
+        # OpenVINO in bf16 moves the features by ~0.4 %: the knn map by 0.09 (mean, 0..1 scale) and the
+        # Mahalanobis map by 0.5; the runtime honours this over [model] cpu_precision (runtime.py)
+        "cpu_precision": "f32",
     }
     for k, v in meta.items():
         model.metadata_props.add(key=f"edge_inspector.{k}", value=v)

@@ -4,6 +4,10 @@ Reproduces the shipped default model (docs/models.md gives the exact command and
 
     python -m edge_inspector.train --data ../shared/datasets/leather-defects-yolo --out runs/default
 
+Novelty families from good leather only (no labels; docs/models.md "Novelty (learn-good)")::
+
+    python -m edge_inspector.train --family draem|ssim-ae [--good GOOD.raw|photos/ ...] --out runs/draem
+
 ``--arch both`` trains the plain U-Net and the Attention U-Net the same way (same data, seed and
 steps) and prints both validations: the comparison in docs/models.md. Runs on a CUDA GPU when
 one is present (``--device``), on the CPU otherwise.
@@ -21,7 +25,15 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="YOLO-layout real leather set (train/ and val/ with images/ + labels/)")
+    p.add_argument("--family", choices=("segmentation", "draem", "ssim-ae"), default="segmentation",
+                   help="segmentation: the default model (needs --data); draem, ssim-ae: novelty models from good"
+                        " leather only (train/draem.py, train/ssim_ae.py; --good, else synthetic good hides)")
+    p.add_argument("--good", nargs="*", default=[], help="draem/ssim-ae: good .raw recordings or folders of good"
+                   " photos (as learn-good reads them); none: --synth-seeds rendered as good hides into --out")
+    p.add_argument("--station", default=None, help="draem/ssim-ae: station TOML for the hide detection of recordings")
+    p.add_argument("--budget", type=float, default=0.2, help="draem/ssim-ae: false blobs per m2 of held-out good"
+                   " leather at the threshold")
+    p.add_argument("--data", default=None, help="YOLO-layout real leather set (train/ and val/ with images/ + labels/)")
     p.add_argument("--out", required=True, help="output folder: checkpoints, logs, model.onnx, model-fp16.onnx")
     p.add_argument("--arch", choices=("attention", "plain", "both"), default="attention")
     p.add_argument("--steps", type=int, default=3000)
@@ -61,6 +73,11 @@ def run(a: argparse.Namespace) -> int:
         import torch
     except ImportError:
         print("training needs torch: pip install 'edge-inspector[train]'", file=sys.stderr)
+        return 2
+    if a.family != "segmentation":
+        return run_good(a)
+    if not a.data:
+        print("train: --data is required for --family segmentation", file=sys.stderr)
         return 2
     from .data import (RealBoxPatches, RealTexturePatches, SynthPatches, augment, class_list, load_yolo_split,
                        read_yolo_names, real_class_index)
@@ -111,6 +128,42 @@ def run(a: argparse.Namespace) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if a.install:
         install(out, archs)
+    return 0
+
+
+def run_good(a: argparse.Namespace) -> int:
+    """--family draem | ssim-ae: train from good leather, threshold from held-out good, export."""
+    from ..config import Station, load_station
+    from . import draem, good, ssim_ae
+
+    fam = draem if a.family == "draem" else ssim_ae
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    station = load_station(Path(a.station)) if a.station else Station()
+    sources = [Path(s) for s in a.good]
+    for s in sources:
+        if not s.exists():
+            print(f"{s}: no such file or folder (--good)", file=sys.stderr)
+            return 2
+    if not sources:
+        sources = good.synth_good_recordings(out, [int(s) for s in a.synth_seeds.split(",")], width=a.synth_width)
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    t0 = time.time()
+    data = good.GoodData.load(sources, station, station.camera.channels)
+    print(f"good leather: {len(data.train)} training + {len(data.held)} held-out units from"
+          f" {len(sources)} source(s), {time.time() - t0:.0f} s", flush=True)
+    patch = a.patch if a.patch % 32 == 0 else 256
+    net, info = fam.train(data, out, steps=a.steps, batch=a.batch, patch=patch, lr=a.lr, seed=a.seed)
+    thr = good.threshold_from_good(net, data, a.budget)
+    info.update(train_s=round(time.time() - t0), sources=[str(s) for s in sources], threshold=thr.__dict__)
+    model = out / "model.onnx"
+    good.export_anomaly(net, model, name=a.family, description=fam.DESCRIPTION, thr=thr, info=info,
+                        mm_per_px=station.camera.mm_per_px)
+    (out / "results.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps({"model": str(model), **{k: info[k] for k in ("family", "steps", "params", "train_s",
+                                                                   "threshold")}}), flush=True)
     return 0
 
 
