@@ -310,7 +310,8 @@ def test_live_and_history_pages_in_headless_chromium(recording, tmp_path):
         browser.wait_for("document.querySelector('#scan-caption').textContent.startsWith('hide ')")
         browser.screenshot(art / "live-scanning.png")
         browser.wait_for("document.querySelectorAll('#recent .card').length === 2")
-        assert _text(browser, "#hide-count") == "2"
+        # the counter comes with the metrics message (every 0.25 s), the card with the hide event: wait for both
+        assert browser.wait_for("(t => t === '2' && t)(document.querySelector('#hide-count').textContent)") == "2"
         assert "hide 2" in _text(browser, "#last-caption") or "hide 1" in _text(browser, "#last-caption")
         browser.screenshot(art / "live.png")
         proc.stdout.readline()  # the replay's summary table: the run is finished
