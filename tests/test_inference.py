@@ -111,8 +111,9 @@ def test_default_model_is_the_attention_unet_and_every_builtin_loads():
         assert len(b.infer(leather(256, 256, seed=0)[None])) == 1
     learned = Model.load(ModelCfg(path="builtin:attention-unet", providers=CPU))
     assert learned.kind == "segmentation" and learned.metadata["edge_inspector.name"] == "attention-unet"
-    # 0.8: the lowest threshold with <= 0.5 false blobs per real val photo (docs/models.md)
-    assert learned.score_threshold == 0.8 and learned.min_area_px == 32
+    # 0.75 with cores of 32 px and extents down to 0.4: the lowest threshold with <= 0.5 false
+    # blobs per real val photo (docs/models.md)
+    assert learned.score_threshold == 0.75 and learned.min_area_px == 32 and learned.decoder.extent == 0.4
     assert learned.decoder.spec.get("components") == "defect"
     assert "hole" in learned.class_names and "Hole" not in learned.class_names  # synonyms folded
     # the station's setting wins over the model's default

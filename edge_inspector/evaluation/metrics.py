@@ -120,8 +120,9 @@ class PixelStats:
     image_score: list[float] = field(default_factory=list)
     image_gt: list[bool] = field(default_factory=list)
 
-    def add(self, score: np.ndarray, gt: np.ndarray) -> float | None:
-        """Add one image (score (H, W) in [0, 1], gt (H, W) bool); returns its Dice (None: skipped)."""
+    def add(self, score: np.ndarray, gt: np.ndarray, pred: np.ndarray | None = None) -> float | None:
+        """Add one image (score (H, W) in [0, 1], gt (H, W) bool, the predicted defect pixels
+        (default: score >= threshold)); returns its Dice (None: skipped)."""
         b = score_bins(score).ravel()
         g = gt.ravel()
         self.pos += np.bincount(b[g], minlength=BINS)
@@ -132,7 +133,7 @@ class PixelStats:
             area = np.bincount(lab, minlength=n)
             self.pro += np.bincount(b[g], weights=1.0 / area[lab], minlength=BINS)
             self.regions += n - 1
-        p = score >= self.threshold
+        p = score >= self.threshold if pred is None else pred
         inter, n_pred, n_gt = int((p & gt).sum()), int(p.sum()), int(g.sum())
         self.inter, self.pred, self.gt = self.inter + inter, self.pred + n_pred, self.gt + n_gt
         d, j = dice_iou(inter, n_pred, n_gt)

@@ -138,6 +138,7 @@ def evaluate_model(
     thr = model.score_threshold if threshold is None else float(threshold)
     if not 0.0 <= thr <= 1.0:
         raise InputError(f"--threshold must be within 0..1, got {thr}")
+    model.decoder.score_threshold = thr
     if tile is not None:
         if tile < 1:
             raise InputError(f"--tile must be at least 1, got {tile}")
@@ -161,9 +162,10 @@ def evaluate_model(
         tile_sizes.add(t)
         overlaps.add(o)
         gt, cls, box_px = ground_truth(s, hw, len(dataset.names))
-        d = px.add(score, gt)
+        pred = model.decoder.reported(score)  # what the station would report, not only the surest px
+        d = px.add(score, gt, pred)
         if boxes is not None:
-            boxes.add(score >= thr, gt, cls_map, cls, box_px)
+            boxes.add(pred, gt, cls_map, cls, box_px)
         g = groups.setdefault(s.group, {"images": 0, "flagged": 0, "dice": []})
         g["images"] += 1
         g["flagged"] += int(px.image_score[-1] >= thr)
@@ -185,7 +187,10 @@ def evaluate_model(
         },
         "tiling": {"tile": sorted(tile_sizes), "overlap": sorted(overlaps), "tiles": tiles,
                    "upsampling": "nearest", "combine": "max"},
-        "pixel": px.pixel("box-mask (weak)" if yolo else "ground truth"),
+        "pixel": {**px.pixel("box-mask (weak)" if yolo else "ground truth"),
+                  "prediction": "the pixels the decoder reports (Decoder.reported: core and extent where the"
+                                " model's output names an extent, else the score at or above the threshold);"
+                                " AUROC / AUPRO on the score"},
         "image": px.image(),
         "timing": {"wall_s": wall, "model_s": model_s, "images_per_s": ratio(len(samples), wall),
                    "ms_per_tile": ratio(1000.0 * model_s, tiles)},

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..detections import Detections
 
+MARGIN_CELLS = 2  # map cells around a candidate when it is upsampled alone (bilinear reach: 1)
+
 
 def components(
     label_map: np.ndarray,
@@ -28,6 +30,7 @@ def components(
     polygons: bool = True,
     by_class: bool = True,
     large: tuple[float, float] | None = None,
+    extent: float | None = None,
 ) -> Detections:
     """Connected components of a (h, w) label map (0 = background, k = class k-1) -> Detections.
 
@@ -39,10 +42,15 @@ def components(
     ``large = (area_px, threshold)`` also keeps components of at least ``area_px`` whose peak
     reaches the lower ``threshold`` (a long scratch is many moderately sure cells; a grain spot
     is a few very sure ones).
+    ``extent`` (``by_class=False`` with a score map): *core and extent*. A defect is found by its
+    core, the pixels at or above ``score_threshold``: a component needs ``min_area_px`` of core
+    (one very sure pixel does not make a defect); what is reported is its extent, the labelled
+    pixels at or above ``min(extent, score_threshold)`` connected to that core (the whole defect,
+    not only its surest centre). Neighbouring cores joined by their extent are one defect.
     """
     if not by_class:
         return _defect_components(label_map, score_map, scale_yx, score_threshold, min_area_px, score_scale,
-                                  polygons, large)
+                                  polygons, large, extent)
     if score_map is not None:
         # hysteresis: only components holding a pixel at or above the threshold can survive,
         # so look at those "seed" pixels only (a handful) instead of every labelled pixel.
@@ -106,7 +114,10 @@ def components(
 
 def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scale_yx: tuple[float, float],
                        score_threshold: float, min_area_px: float, score_scale: float, polygons: bool,
-                       large: tuple[float, float] | None = None) -> Detections:
+                       large: tuple[float, float] | None = None, extent: float | None = None) -> Detections:
+    if extent is not None and score_map is not None:
+        return _core_extent(label_map, score_map, scale_yx, score_threshold, min_area_px, score_scale, polygons,
+                            large, min(extent, score_threshold))
     fg = (label_map > 0).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8, ltype=cv2.CV_32S)
     if n <= 1:
@@ -147,6 +158,115 @@ def _defect_components(label_map: np.ndarray, score_map: np.ndarray | None, scal
         score=peak[keep].astype(np.float32),
         area_px=area[keep].astype(np.float32),
         polygons=polys,
+    )
+
+
+def _raw(level: float, score_map: np.ndarray, score_scale: float) -> float:
+    """A score level on the raw map's scale (uint8 maps: the smallest integer at or above it)."""
+    raw = level / score_scale
+    return min(int(np.ceil(raw - 1e-6)), 256) if score_map.dtype == np.uint8 else raw
+
+
+def _found(score: np.ndarray, where: np.ndarray | None, score_threshold: float, extent: float, min_area_px: float,
+           large: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The core-and-extent rule on a score map at tile px: (labels, stats, kept component indices
+    (0-based), peak, area) of the extent's components, or None when none is kept."""
+    fg = score >= extent
+    if where is not None:
+        fg &= where
+    m, lab, st, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if m <= 1:
+        return None
+    flat = lab.ravel()
+    on = flat > 0
+    core = np.bincount(flat[on & (score.ravel() >= score_threshold)], minlength=m)[1:].astype(np.float64)
+    peak = np.zeros(m - 1)
+    np.maximum.at(peak, flat[on] - 1, score.ravel()[on].astype(np.float64))
+    area = st[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    ok = core >= min_area_px
+    if large:
+        ok |= (area >= large[0]) & (peak >= large[1])
+    keep = np.flatnonzero(ok)
+    return (lab, st, keep, peak, area) if len(keep) else None
+
+
+def core_extent_pixels(score: np.ndarray, score_threshold: float, extent: float, min_area_px: float,
+                       large: tuple[float, float] | None = None) -> np.ndarray:
+    """(H, W) bool: the pixels of the defects that ``components(..., extent=...)`` reports, from
+    the score at tile px (``eval-model`` scores these; an outline drawn around a ring-shaped
+    defect would also cover its inside)."""
+    found = _found(score, None, score_threshold, min(extent, score_threshold), min_area_px, large)
+    if found is None:
+        return np.zeros(score.shape, bool)
+    lab, _, keep, _, _ = found
+    lut = np.zeros(int(lab.max()) + 1, bool)
+    lut[keep + 1] = True
+    return lut[lab]
+
+
+def _core_extent(label_map: np.ndarray, score_map: np.ndarray, scale_yx: tuple[float, float],
+                 score_threshold: float, min_area_px: float, score_scale: float, polygons: bool,
+                 large: tuple[float, float] | None, extent: float) -> Detections:
+    """``components(..., by_class=False, extent=...)``: found by the core, reported by the extent.
+
+    Decided at tile px, as ``eval-model`` sees the map: the score map bilinear, the class map
+    nearest (a stride-4 map's cells would make a 2 mm dot a 4 mm square). Only around candidates:
+    groups of map cells at or above the extent level that hold a cell at or above the lowest
+    threshold (bilinear values never exceed the cells they come from), each cut out with a margin
+    of ``MARGIN_CELLS`` and upsampled alone (the same values as upsampling the whole map).
+    """
+    low = min(score_threshold, large[1]) if large else score_threshold
+    hot = score_map >= _raw(low, score_map, score_scale)
+    if not hot.any():
+        return Detections.empty()  # the common case: a clean tile
+    sy, sx = scale_yx
+    fy, fx = int(round(sy)), int(round(sx))
+    cand = (score_map >= _raw(extent, score_map, score_scale)) | hot
+    grown = cv2.dilate(cand.view(np.uint8), np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8, ltype=cv2.CV_32S)
+    groups = np.unique(labels[hot])
+    h, w = score_map.shape
+    boxes, cls_ids, scores, areas, polys = [], [], [], [], []
+    for g in groups[groups > 0]:
+        x0, y0, gw, gh = stats[g, :4]
+        c0, r0 = max(0, x0 - MARGIN_CELLS), max(0, y0 - MARGIN_CELLS)
+        c1, r1 = min(w, x0 + gw + MARGIN_CELLS), min(h, y0 + gh + MARGIN_CELLS)
+        crop = np.ascontiguousarray(score_map[r0:r1, c0:c1], np.float32) * np.float32(score_scale)
+        up = cv2.resize(crop, ((c1 - c0) * fx, (r1 - r0) * fy), interpolation=cv2.INTER_LINEAR)
+        if (c1 - c0, r1 - r0) == (1, 1) or min(crop.shape) == 1:
+            up = np.repeat(np.repeat(crop, fy, 0), fx, 1)
+        lab_up = np.repeat(np.repeat(label_map[r0:r1, c0:c1], fy, 0), fx, 1)
+        # cells of other groups inside this cut-out are not this group's
+        mine = np.repeat(np.repeat(labels[r0:r1, c0:c1] == g, fy, 0), fx, 1)
+        found = _found(up, mine, score_threshold, extent, min_area_px, large)
+        if found is None:
+            continue
+        lab, st, keep, peak, area = found
+        flat = lab.ravel()
+        on = flat > 0
+        m = len(st)
+        k1 = int(lab_up.max()) + 1
+        votes = np.bincount(flat[on].astype(np.int64) * k1 + lab_up.ravel()[on], minlength=m * k1).reshape(m, k1)
+        votes[:, 0] = 0
+        ox, oy = c0 * fx, r0 * fy
+        for j in keep:
+            bx, by, bw, bh = st[j + 1, :4]
+            boxes.append([ox + bx, oy + by, ox + bx + bw, oy + by + bh])
+            cls_ids.append(max(int(votes[j + 1].argmax()) - 1, 0))
+            scores.append(peak[j])
+            areas.append(area[j])
+            if polygons:
+                polys.append(_outline((lab[by:by + bh, bx:bx + bw] == j + 1).astype(np.uint8), ox + bx, oy + by, 1, 1))
+    if not boxes:
+        return Detections.empty()
+    if (fx, fy) != (sx, sy):  # a stride that is no whole number: cells were cut at the nearest one
+        polys = [p * np.float32([sx / fx, sy / fy]) for p in polys]
+    return Detections(
+        xyxy=np.asarray(boxes, np.float32) * np.float32([sx / fx, sy / fy, sx / fx, sy / fy]),
+        class_id=np.asarray(cls_ids, np.int32),
+        score=np.asarray(scores, np.float32),
+        area_px=np.asarray(areas, np.float32),
+        polygons=polys if polygons else None,
     )
 
 

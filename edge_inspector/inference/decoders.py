@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from ..detections import Detections, nms, rasterise
-from .components import components, whole_tile
+from .components import core_extent_pixels, components, whole_tile
 from .maps import (
     AnomalyMaps, Boxes, DenseMaps, Maps, SegmentationMaps, TileScores, anomaly_maps, map_scale, segmentation_maps,
     tile_scores, to_tile, yolo_boxes,
@@ -130,6 +130,11 @@ class Decoder(Generic[M]):
         and ``raw`` only concern anomaly maps."""
         return DenseMaps(*rasterise(self.to_detections(maps), maps.tile_hw))
 
+    def reported(self, score: np.ndarray) -> np.ndarray:
+        """(H, W) bool: the pixels this decoder reports as defects, from a dense score at tile px
+        (``to_dense``, stitched over tiles). Here: the score at or above the threshold."""
+        return score >= self.score_threshold
+
 
 class SegmentationDecoder(Decoder[SegmentationMaps]):
     """Class map (+ optional score map), (N, C, h, w) logits/probabilities with background
@@ -147,6 +152,16 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
         super().__init__(*args, **kwargs)
         self.by_class = self.spec.get("components", "class") != "defect"
         self.large = self._large()
+        self.extent = self._extent()
+
+    def _extent(self) -> float | None:
+        """``"extent": level`` in the output spec: core and extent decoding (see ``components``)."""
+        e = self.spec.get("extent")
+        if e is None:
+            return None
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
+            raise ValueError(f"output 'extent' must be a score level within 0..1, got {e!r}")
+        return float(e)
 
     def _large(self) -> tuple[float, float] | None:
         """``"large": {"area_px": A, "threshold": T}`` in the output spec (see ``components``)."""
@@ -212,12 +227,18 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
                     score_threshold=self.score_threshold, min_area_px=self.min_area_px,
                     score_scale=maps.score_scale, n_classes=len(self.class_names) or None,
                     by_class=self.by_class, large=self.large,
+                    extent=self.extent if sm is not None else None,
                 )
             )
         return out
 
     def to_dense(self, maps, *, anomaly_range=None, raw=False):
         return maps.dense()
+
+    def reported(self, score):
+        if self.extent is None:
+            return super().reported(score)
+        return core_extent_pixels(score, self.score_threshold, self.extent, self.min_area_px, self.large)
 
 
 class AnomalyDecoder(Decoder[AnomalyMaps]):
