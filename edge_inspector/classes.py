@@ -15,6 +15,20 @@ DEFECT_CLASSES: tuple[str, ...] = (
     "brand",
 )
 
+# Names of real data sets that mean one of the classes above (case-insensitive): the default
+# model folds them into that class (train/data.py) and eval-model matches them (evaluation/boxmap.py).
+SYNONYMS: dict[str, str] = {"hole": "hole", "scratch": "scratch", "crease": "wrinkle", "cut": "cut",
+                            "wrinkle": "wrinkle", "brand": "brand", "tick bite": "tick_bite",
+                            "tick_bite": "tick_bite"}
+
+
+def canonical_class(name: str) -> str:
+    """The class a name stands for: its synonym (``SYNONYMS``), else the name in lower case with
+    spaces for underscores ("Growth Marks" and "growth_marks" are one class)."""
+    key = name.strip().lower()
+    return SYNONYMS.get(key) or key.replace("_", " ")
+
+
 CLASS_COLORS_BGR: dict[str, tuple[int, int, int]] = {
     "hole": (0, 0, 255),
     "cut": (0, 128, 255),

@@ -168,6 +168,13 @@ class ModelCfg(BaseModel):
     batch: int = Field(0, ge=0, description="tiles per inference call; 0 = auto: one tile on a CPU runtime (the"
                        " same tiles/s, a fifth of the memory), the tiles of one strip on a GPU")
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    resize: Literal["auto", "none", "letterbox", "stretch"] = Field(
+        "auto", description="detection models with a fixed input size other than tiling.tile: letterbox"
+        " (ultralytics' own: keep the aspect, pad grey) or stretch each tile to the input, boxes mapped back to"
+        " tile px; none = refuse; auto = the model's edge_inspector.input \"resize\", else none")
+    class_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per-class score thresholds of a detection (yolo) model, by class"
+        " name, over score_threshold; e.g. {pinhole = 0.6, Crease = 0.35}")
     outputs: dict[str, str] = Field(
         default_factory=dict, description="which graph output the decoder reads as what, over the model's"
         " edge_inspector.output; for foreign exports, e.g. {anomaly_map = \"output\", pred_score ="
@@ -178,6 +185,9 @@ class ModelCfg(BaseModel):
         bad = sorted(set(self.outputs) - set(OUTPUT_ROLES))
         if bad:
             raise ValueError(f"outputs: unknown role {bad[0]!r}; one of {', '.join(OUTPUT_ROLES)}")
+        off = sorted(k for k, v in self.class_thresholds.items() if not 0.0 <= v <= 1.0)
+        if off:
+            raise ValueError(f"class_thresholds: {off[0]!r} = {self.class_thresholds[off[0]]} is not within 0..1")
         return self
 
 

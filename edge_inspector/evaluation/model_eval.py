@@ -14,6 +14,10 @@ Tiling "as on the station" (``score_image``)
     Anomaly maps outside [0, 1] without min/max metadata are min-max scaled over the evaluated
     images (a first pass finds the range; reported under ``model.anomaly_scaling``).
 
+Detection metrics on YOLO datasets (``boxmap``): the same model run also gives each tile's
+detections, from the model's own decoder (operating threshold) and from a ``Decoder.ranking`` copy
+at ``RANKING_THRESHOLD`` (the ranking for AP), stitched per image as the station merges them.
+
 Timing: images/s over the whole evaluation loop (reading, tiling, model, stitching, metrics),
 ms per tile = time inside ``tile_maps`` / tiles.
 """
@@ -28,15 +32,21 @@ import numpy as np
 
 from ..config import ModelCfg, load_station
 from ..errors import InputError
-from ..inference.decoders import AnomalyDecoder
+from ..detections import Detections
+from ..inference.decoders import AnomalyDecoder, Decoder, YoloDecoder
 from ..inference.maps import DenseMaps
 from ..inference.model import Model
 from ..tile import column_starts
-from .datasets import Dataset, Sample, ground_truth, read_image, subset
+from .boxmap import BoxAP, stitch
+from .datasets import Dataset, Sample, ground_truth, read_image, read_labels, subset
 from .metrics import BoxStats, PixelStats, ratio
 
 MAX_TILE = 2048
 STATION_OVERLAP = 128
+# the lowest score a detection is ranked at for AP: ultralytics' val confidence for detectors; blobs
+# of segmentation / anomaly models from 0.05 (their peak score; fewer, larger blobs below that)
+RANKING_THRESHOLD = {"yolo": 0.001}
+RANKING_DEFAULT = 0.05
 
 
 def auto_tile(model: Model, hw: tuple[int, int]) -> int:
@@ -62,6 +72,32 @@ def score_image(
 
     Returns (score (H, W) float32, class map (H, W) int32 or None, tiles run, seconds in the model).
     """
+    score, cls, n, secs, _ = score_and_detect(model, img, tile, overlap, batch=batch,
+                                              anomaly_range=anomaly_range, raw=raw)
+    return score, cls, n, secs
+
+
+def ranking_decoder(model: Model) -> Decoder:
+    """The model's decoder at the ranking threshold (``RANKING_THRESHOLD``)."""
+    return model.decoder.ranking(RANKING_THRESHOLD.get(model.decoder.name, RANKING_DEFAULT))
+
+
+def operating_decoder(model: Model, threshold: float | None) -> Decoder:
+    """The model's decoder, or with ``--threshold`` a copy at that one threshold for every class."""
+    if threshold is None:
+        return model.decoder
+    d = model.decoder.ranking(1.0)  # a copy without per-class thresholds
+    d.score_threshold = float(threshold)
+    return d
+
+
+def score_and_detect(
+    model: Model, img: np.ndarray, tile: int, overlap: int, *, batch: int = 4,
+    anomaly_range: tuple[float, float] | None = None, raw: bool = False,
+    detect: tuple[Decoder, Decoder] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, int, float, tuple[Detections, Detections] | None]:
+    """``score_image``, and with ``detect`` = (ranking decoder, operating decoder) also the image's
+    detections (image px, ``boxmap.stitch``) of each, from the same run of the model."""
     h, w = img.shape[:2]
     hp, wp = max(h, tile), max(w, tile)
     if (hp, wp) != (h, w):
@@ -70,11 +106,19 @@ def score_image(
     score = np.full((hp, wp), -np.inf, np.float32)
     cls: np.ndarray | None = None
     model_s = 0.0
+    ranked: list[Detections] = []
+    operating: list[Detections] = []
     for i in range(0, len(origins), batch):
         part = origins[i : i + batch]
         t0 = time.perf_counter()
-        s, c = tile_maps(model, np.stack([img[y : y + tile, x : x + tile] for y, x in part]),
-                         anomaly_range=anomaly_range, raw=raw)
+        tiles = np.stack([img[y : y + tile, x : x + tile] for y, x in part])
+        if detect is None:
+            s, c = tile_maps(model, tiles, anomaly_range=anomaly_range, raw=raw)
+        else:
+            own, low, op = model.run_maps_of(tiles, (model.decoder, *detect))
+            s, c = model.decoder.to_dense(own, anomaly_range=anomaly_range, raw=raw)
+            ranked += detect[0].to_detections(low)
+            operating += detect[1].to_detections(op)
         model_s += time.perf_counter() - t0
         if c is not None and cls is None:
             cls = np.zeros((hp, wp), np.int32)
@@ -84,7 +128,18 @@ def score_image(
                 better = s[k] > view
                 cls[y : y + tile, x : x + tile][better] = c[k][better]
             np.maximum(view, s[k], out=view)
-    return score[:h, :w], None if cls is None else cls[:h, :w], len(origins), model_s
+    dets = None if detect is None else (stitch(ranked, origins, (h, w)), stitch(operating, origins, (h, w)))
+    return score[:h, :w], None if cls is None else cls[:h, :w], len(origins), model_s, dets
+
+
+def label_boxes(sample: Sample, hw: tuple[int, int], n_names: int) -> np.ndarray:
+    """(k, 4) float x0 y0 x1 y1 image px of a YOLO sample's labelled boxes (clipped to the image)."""
+    if sample.labels is None:
+        return np.zeros((0, 4))
+    _, b = read_labels(sample.labels, n_names)
+    h, w = hw
+    xyxy = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
+    return np.clip(xyxy * [w, h, w, h], 0, [w, h, w, h]).reshape(-1, 4)
 
 
 def load_model(model_path: str | None, station_path: str | None) -> Model:
@@ -150,6 +205,10 @@ def evaluate_model(
     yolo = dataset.layout == "yolo"
     px = PixelStats(thr)
     boxes = BoxStats(dataset.names, model.class_names, model.min_area_px) if yolo else None
+    detect = (ranking_decoder(model), operating_decoder(model, threshold)) if yolo else None
+    box_ap = BoxAP(dataset.names, model.class_names,
+                   "detector boxes" if isinstance(model.decoder, YoloDecoder) else "bounding boxes of the decoded blobs",
+                   detect[0].score_threshold, thr) if detect is not None else None
     groups: dict[str, dict[str, Any]] = {}
     tiles, model_s, tile_sizes, overlaps = 0, 0.0, set(), set()
     t0 = time.perf_counter()
@@ -157,7 +216,8 @@ def evaluate_model(
         img = read_image(s.image, _channels(model))
         hw = img.shape[:2]
         t, o = _tile_for(model, hw, tile, overlap)
-        score, cls_map, n_tiles, secs = score_image(model, img, t, o, batch=batch, anomaly_range=rng)
+        score, cls_map, n_tiles, secs, dets = score_and_detect(model, img, t, o, batch=batch, anomaly_range=rng,
+                                                               detect=detect)
         tiles, model_s = tiles + n_tiles, model_s + secs
         tile_sizes.add(t)
         overlaps.add(o)
@@ -166,6 +226,8 @@ def evaluate_model(
         d = px.add(score, gt, pred)
         if boxes is not None:
             boxes.add(pred, gt, cls_map, cls, box_px)
+        if box_ap is not None and dets is not None:
+            box_ap.add(label_boxes(s, hw, len(dataset.names)), cls, *dets)
         g = groups.setdefault(s.group, {"images": 0, "flagged": 0, "dice": []})
         g["images"] += 1
         g["flagged"] += int(px.image_score[-1] >= thr)
@@ -197,6 +259,8 @@ def evaluate_model(
     }
     if boxes is not None:
         report["boxes"] = boxes.report()
+    if box_ap is not None:
+        report["detection"] = box_ap.report()
     else:
         report["per_type"] = {
             k: {"images": g["images"], "flagged": g["flagged"],

@@ -40,6 +40,8 @@ def format_report(r: dict[str, Any]) -> str:
         for name, c in b["per_class"].items():
             L.append(f"  {name:<20}{c['n']:>6}{c['found']:>7}{_f(c['recall']):>8}"
                      + (f"{c['found_same_class']:>12}" if b["class_aware"] else ""))
+    if "detection" in r:
+        L += [""] + detection_lines(r["detection"])
     if "per_type" in r:
         L += ["", f"  {'type':<20}{'images':>7}{'flagged':>8}{'Dice mean':>11}"]
         for name, g in r["per_type"].items():
@@ -47,3 +49,18 @@ def format_report(r: dict[str, Any]) -> str:
     L += ["", f"Timing  {_f(tm['images_per_s'], '.1f')} images/s, {_f(tm['ms_per_tile'], '.1f')} ms per tile"
               f" in the model ({tm['wall_s']:.1f} s)"]
     return "\n".join(L) + "\n"
+
+
+def detection_lines(d: dict[str, Any]) -> list[str]:
+    """The ``detection`` part (COCO-style box AP, ``boxmap``) as text lines."""
+    L = [f"Detection ({d['boxes_from']}; ranked from score {d['ranking_threshold']:g}, {d['ap']})",
+         f"  mAP50 {_f(d['map50'])}   mAP50-95 {_f(d['map50_95'])}   class-agnostic mAP50 {_f(d['map50_agnostic'])}"
+         f"   mAP50-95 {_f(d['map50_95_agnostic'])}",
+         f"  at threshold {d['threshold']:g}, IoU 0.5: precision {_f(d['precision'])}   recall {_f(d['recall'])}"
+         f"   F1 {_f(d['f1'])}   (TP {d['tp']}  FP {d['fp']}  FN {d['fn']}; {d['n_gt']} boxes)"]
+    if d["per_class"]:
+        L.append(f"  {'class':<20}{'boxes':>6}{'AP50':>7}{'AP50-95':>9}{'P':>7}{'R':>7}{'F1':>7}  model class")
+        for name, c in d["per_class"].items():
+            L.append(f"  {name:<20}{c['n']:>6}{_f(c['ap50']):>7}{_f(c['ap50_95']):>9}{_f(c['precision']):>7}"
+                     f"{_f(c['recall']):>7}{_f(c['f1']):>7}  {', '.join(c['model_classes']) or '-'}")
+    return L

@@ -8,7 +8,8 @@ wrong.
 
 Models without ``edge_inspector.*`` metadata (an ultralytics or anomalib export, plain
 segmentation logits) get their contract from the station's decoder (``model.decoder``) and the
-graph input's shape; ultralytics ``names`` give the classes.
+graph input's shape; ultralytics ``names`` give the classes, and an ultralytics export with
+``task`` = detect and ``names`` gets the yolo decoder without one.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class InputSpec:
     channels: int | None  # None: not fixed
     size: tuple[int, int] | None  # (h, w); None: dynamic
     batch: int | None  # fixed batch of the graph; None: dynamic
+    resize: str | None = None  # "letterbox" | "stretch" | "none" from edge_inspector.input; None: not said
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +87,17 @@ class ModelContract:
         if any(k.startswith(META) for k in props):
             kind, decoder_name, class_names, layout, dtype, channels, size, out_spec = _from_metadata(
                 props, path, decoder, graph_dtype)
+            resize = _resize_meta(props, path)
             channels, size = _check_graph_input(graph_input.name, dims, graph_dtype if elem else None,
                                                 layout, dtype, channels, size, path)
         else:
             kind, decoder_name, class_names, layout, channels, size = _foreign(props, path, decoder, dims,
                                                                               graph_input.name)
-            dtype, out_spec = graph_dtype, {}
+            dtype, out_spec, resize = graph_dtype, {}, None
         size_t = (int(size[0]), int(size[1])) if all(isinstance(s, int) and s > 0 for s in size) else None
         return cls(
             kind=kind, decoder=decoder_name, classes=tuple(class_names),
-            input=InputSpec(layout=layout, dtype=dtype, channels=channels, size=size_t, batch=batch),
+            input=InputSpec(layout=layout, dtype=dtype, channels=channels, size=size_t, batch=batch, resize=resize),
             output=MappingProxyType(dict(out_spec)),
             score_threshold=_float_meta(props, META + "score_threshold", path),
             min_area_px=_float_meta(props, META + "min_area_px", path),
@@ -143,6 +146,17 @@ def _from_metadata(props: dict[str, str], path: Path, decoder: str, graph_dtype:
     return kind, decoder_name, class_names, layout, dtype, channels, size, out_spec
 
 
+RESIZE_MODES = ("none", "letterbox", "stretch")
+
+
+def _resize_meta(props: dict[str, str], path: Path) -> str | None:
+    """``edge_inspector.input`` "resize" (letterbox | stretch | none), or None when not given."""
+    mode = json.loads(props.get(META + "input", "{}") or "{}").get("resize")
+    if mode is not None and mode not in RESIZE_MODES:
+        raise ModelError(f"metadata {META}input: resize {mode!r} is not one of {', '.join(RESIZE_MODES)}", path=path)
+    return mode
+
+
 def _check_graph_input(name: str, dims: list[int | None], graph_dtype: str | None, layout: str, dtype: str,
                        channels: int | None, size: list[Any], path: Path) -> tuple[int | None, list[Any]]:
     """ModelError when ``edge_inspector.input`` contradicts the graph input (type, rank, channels,
@@ -170,6 +184,8 @@ def _check_graph_input(name: str, dims: list[int | None], graph_dtype: str | Non
 def _foreign(props: dict[str, str], path: Path, decoder: str, dims: list[int | None], input_name: str
              ) -> tuple[str, str, list[str], str, Any, Any]:
     """kind, decoder, classes, layout, channels, size of a model without edge_inspector.* metadata."""
+    if decoder == "auto" and props.get("task") == "detect" and _ultralytics_names(props):
+        decoder = "yolo"  # an ultralytics detection export says what it is
     if decoder == "auto":
         raise ModelError(
             "no edge_inspector.* metadata (edge_inspector.kind is missing), so the decoder is"

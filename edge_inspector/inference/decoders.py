@@ -25,7 +25,8 @@ A new family: its maps and first stage in ``maps``, a ``Decoder`` subclass here,
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+import copy
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
@@ -80,6 +81,7 @@ class Decoder(Generic[M]):
     name: ClassVar[str] = "base"
     # keys of the output spec (edge_inspector.output) that name a graph output
     OUTPUT_KEYS: ClassVar[tuple[str, ...]] = ()
+    PER_CLASS_THRESHOLDS: ClassVar[bool] = False  # whether class_thresholds apply
 
     def __init__(
         self,
@@ -88,11 +90,43 @@ class Decoder(Generic[M]):
         score_threshold: float = 0.5,
         min_area_px: float = 0.0,
         spec: dict[str, Any] | None = None,
+        class_thresholds: dict[str, float] | None = None,
     ) -> None:
         self.class_names = list(class_names)
         self.score_threshold = float(score_threshold)
         self.min_area_px = float(min_area_px)
         self.spec = dict(spec or {})
+        self.class_thresholds = self._class_thresholds(
+            {**dict(self.spec.get("class_thresholds") or {}), **dict(class_thresholds or {})})
+
+    def _class_thresholds(self, given: dict[str, Any]) -> dict[str, float]:
+        """Per-class thresholds by class name (output spec, then the station's); ValueError naming
+        a class the model does not have, or a family with one threshold."""
+        if given and not self.PER_CLASS_THRESHOLDS:
+            raise ValueError(f"class_thresholds: the {self.name} decoder has one score threshold; per-class"
+                             " thresholds apply to detection (yolo) models")
+        for k, v in given.items():
+            if k not in self.class_names:
+                raise ValueError(f"class_thresholds names class {k!r}, but the model's classes are "
+                                 + ", ".join(map(repr, self.class_names)))
+            if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"class_thresholds: {k!r} = {v!r} must be a number within 0..1")
+        return {k: float(v) for k, v in given.items()}
+
+    def thresholds(self) -> np.ndarray:
+        """(nc,) float32: the score threshold of each class (``class_thresholds`` over the one threshold)."""
+        t = np.full(max(len(self.class_names), 1), self.score_threshold, np.float32)
+        for k, v in self.class_thresholds.items():
+            t[self.class_names.index(k)] = v
+        return t
+
+    def ranking(self, threshold: float) -> Self:
+        """A copy that keeps every detection scoring at least ``threshold`` (no per-class
+        thresholds): ``eval-model`` ranks these for average precision."""
+        d = copy.copy(self)
+        d.score_threshold = min(float(threshold), self.score_threshold)
+        d.class_thresholds = {}
+        return d
 
     def check_names(self, output_names: tuple[str, ...] | list[str]) -> None:
         """ValueError when the output spec names an output the graph does not have."""
@@ -162,6 +196,12 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
             raise ValueError(f"output 'extent' must be a score level within 0..1, got {e!r}")
         return float(e)
+
+    def ranking(self, threshold: float) -> Self:
+        d = super().ranking(threshold)
+        if d.large is not None:
+            d.large = (d.large[0], min(d.large[1], d.score_threshold))
+        return d
 
     def _large(self) -> tuple[float, float] | None:
         """``"large": {"area_px": A, "threshold": T}`` in the output spec (see ``components``)."""
@@ -234,6 +274,10 @@ class SegmentationDecoder(Decoder[SegmentationMaps]):
 
     def to_dense(self, maps, *, anomaly_range=None, raw=False):
         return maps.dense()
+
+    def ranking(self, threshold):
+        # with an extent, cores below the extent level would grow over the whole tile
+        return super().ranking(threshold if self.extent is None else max(float(threshold), self.extent))
 
     def reported(self, score):
         if self.extent is None:
@@ -356,12 +400,13 @@ class ClassificationDecoder(Decoder[TileScores]):
 
 
 class YoloDecoder(Decoder[Boxes]):
-    """ultralytics export (``maps.yolo_boxes``): boxes above the threshold, then class-wise NMS
-    (``spec["iou"]``, default 0.45; not for end-to-end exports), clipped to the tile, and the
-    area filter."""
+    """ultralytics export (``maps.yolo_boxes``): boxes above their class's threshold
+    (``class_thresholds`` by name, else ``score_threshold``), then class-wise NMS (``spec["iou"]``,
+    default 0.45; not for end-to-end exports), clipped to the tile, and the area filter."""
 
     name = "yolo"
     OUTPUT_KEYS = ("boxes",)
+    PER_CLASS_THRESHOLDS = True
     FORMATS = ("ultralytics", "transposed", "end2end")
 
     def check_outputs(self, outputs, batch, tile_hw):
@@ -385,7 +430,7 @@ class YoloDecoder(Decoder[Boxes]):
 
     def to_maps(self, outputs, batch, tile_hw):
         return yolo_boxes(outputs, batch, tile_hw, spec=self.spec, n_classes=len(self.class_names),
-                          score_threshold=self.score_threshold)
+                          score_threshold=self.thresholds() if self.class_thresholds else self.score_threshold)
 
     def to_detections(self, maps):
         iou = float(self.spec.get("iou", 0.45))

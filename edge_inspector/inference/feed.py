@@ -123,3 +123,59 @@ class InputFeed:
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+RESIZE_MODES = ("none", "letterbox", "stretch")
+LETTERBOX_GREY = 114  # ultralytics' letterbox padding (8-bit units)
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """A tile brought to a detection model's fixed input size, and its boxes back to tile px.
+
+    ``letterbox`` (ultralytics' own preprocessing): scaled by r = min(in_h / tile_h, in_w / tile_w),
+    keeping the aspect, centred, the rest grey (114 in 8-bit units, ``grey``); ``stretch``: each
+    axis scaled to the input. Bilinear (cv2.INTER_LINEAR, as ultralytics) on the camera samples,
+    before the input mapping (``InputFeed``). Boxes: x_tile = (x_input - left) / r.
+    """
+
+    mode: str  # "letterbox" | "stretch"
+    tile_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    grey: int = LETTERBOX_GREY  # padding in camera units (114 scaled to the camera's bit depth)
+
+    @classmethod
+    def plan(cls, mode: str, tile_hw: tuple[int, int], input_hw: tuple[int, int], bits: int = 8) -> "Resize":
+        return cls(mode, tuple(tile_hw), tuple(input_hw),  # type: ignore[arg-type]
+                   round(LETTERBOX_GREY * (2 ** bits - 1) / 255))
+
+    def geometry(self) -> tuple[float, float, int, int, int, int]:
+        """(scale x, scale y, left, top, scaled w, scaled h): input px per tile px, and where the tile lies."""
+        (th, tw), (ih, iw) = self.tile_hw, self.input_hw
+        if self.mode == "stretch":
+            return iw / tw, ih / th, 0, 0, iw, ih
+        r = min(ih / th, iw / tw)
+        nw, nh = round(tw * r), round(th * r)
+        return r, r, round((iw - nw) / 2 - 0.1), round((ih - nh) / 2 - 0.1), nw, nh
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """(B, tile_h, tile_w, C) camera samples -> (B, in_h, in_w, C), same type."""
+        import cv2
+
+        _, _, left, top, nw, nh = self.geometry()
+        (ih, iw), c = self.input_hw, tiles.shape[-1]
+        out = np.full((len(tiles), ih, iw, c), self.grey, tiles.dtype)
+        for o, t in zip(out, tiles):
+            o[top : top + nh, left : left + nw] = cv2.resize(t, (nw, nh), interpolation=cv2.INTER_LINEAR
+                                                             ).reshape(nh, nw, c)
+        return out
+
+    def to_tile(self, xyxy: np.ndarray) -> np.ndarray:
+        """(k, 4) x0 y0 x1 y1 in input px -> tile px."""
+        sx, sy, left, top, _, _ = self.geometry()
+        return ((xyxy - np.array([left, top, left, top], np.float32))
+                / np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+
+    def describe(self) -> str:
+        (th, tw), (ih, iw) = self.tile_hw, self.input_hw
+        return f"{self.mode} {tw}x{th} -> {iw}x{ih}"

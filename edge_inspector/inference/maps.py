@@ -245,15 +245,25 @@ def anomaly_maps(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int,
     return AnomalyMaps(tile_hw, amap, pmask, pscore, spec.get("stride"))
 
 
+def _looks_end2end(x: np.ndarray, nc: int) -> bool:
+    """(N, k, 6) rows read as x0, y0, x1, y1, score, class: whole class ids below ``nc`` and
+    x1 >= x0, y1 >= y0 everywhere (transposed rows hold cx, cy, w, h and a second class score)."""
+    c = x[..., 5]
+    return bool(((c == np.round(c)) & (c >= 0) & (c < nc)).all()
+                and (x[..., 2] >= x[..., 0]).all() and (x[..., 3] >= x[..., 1]).all())
+
+
 MAX_BOX_CANDIDATES = 3000  # per tile, best scores first, before NMS
 
 
 def yolo_boxes(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, int], *,
-               spec: dict[str, Any], n_classes: int, score_threshold: float) -> Boxes:
+               spec: dict[str, Any], n_classes: int, score_threshold: float | np.ndarray) -> Boxes:
     """ultralytics export: (N, 4+nc, anchors) with cx, cy, w, h in input px and class scores
     (also accepted transposed, (N, anchors, 4+nc)); end-to-end exports (N, k, 6) with
     x0, y0, x1, y1, score, class. ``spec["format"]`` (ultralytics | transposed | end2end) settles
-    the layout when the shapes are ambiguous. Input px are tile px: the tile is fed as is."""
+    the layout when the shapes are ambiguous (else a 2-class (N, k, 6) output is end-to-end when its
+    rows read as such, ``_looks_end2end``). ``score_threshold``: one for all classes, or (nc,)
+    one per class. Boxes are in input px (a resized tile: ``feed.Resize.boxes_to_tile``)."""
     x = np.asarray(pick_output(outputs, spec, "boxes", "output0") if len(outputs) > 1
                    else next(iter(outputs.values())), np.float32)
     nc = n_classes
@@ -261,8 +271,8 @@ def yolo_boxes(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, i
     if fmt is None:
         if nc and x.shape[1] == 4 + nc:
             fmt = "ultralytics"
-        elif nc and x.shape[2] == 4 + nc:
-            fmt = "transposed"
+        elif nc and x.shape[2] == 4 + nc:  # 2 classes: (N, k, 6) is transposed or end-to-end
+            fmt = "end2end" if nc == 2 and _looks_end2end(x, nc) else "transposed"
         elif x.shape[-1] == 6:
             fmt = "end2end"
         else:
@@ -270,17 +280,25 @@ def yolo_boxes(outputs: dict[str, np.ndarray], batch: int, tile_hw: tuple[int, i
     if fmt == "transposed":
         x = x.transpose(0, 2, 1)  # (N, anchors, 4+nc) -> (N, 4+nc, anchors)
     end2end = fmt == "end2end"
+    thr = np.asarray(score_threshold, np.float32)
+    per_class = thr.ndim == 1
+
+    def above(score: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        if not per_class:
+            return score >= thr
+        return score >= thr[np.clip(cls, 0, len(thr) - 1)]  # ids out of range: checked by the model
+
     boxes, scores, classes = [], [], []
     for i in range(batch):
         r = x[i]
         if end2end:
-            r = r[r[:, 4] >= score_threshold]
+            r = r[above(r[:, 4], r[:, 5].astype(np.int32))]
             xyxy, score, cls = r[:, :4], r[:, 4], r[:, 5].astype(np.int32)
         else:
             cls_scores = r[4:]
             cls = cls_scores.argmax(0).astype(np.int32)
             score = cls_scores[cls, np.arange(r.shape[1])]
-            sel = np.flatnonzero(score >= score_threshold)
+            sel = np.flatnonzero(above(score, cls))
             if len(sel) > MAX_BOX_CANDIDATES:
                 sel = sel[np.argsort(-score[sel], kind="stable")[:MAX_BOX_CANDIDATES]]
             cx, cy, bw, bh = r[:4, sel]

@@ -20,6 +20,7 @@ at tile px (``model.decoder.to_dense(maps)``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,9 +31,9 @@ from ..config import ModelCfg, Station
 from ..detections import Detections
 from ..errors import ModelError
 from .contract import META, ModelContract
-from .decoders import DECODERS, Decoder, OutputMismatch
-from .feed import MODEL_DTYPES, InputFeed, sample_bits
-from .maps import Maps
+from .decoders import DECODERS, Decoder, OutputMismatch, YoloDecoder
+from .feed import MODEL_DTYPES, InputFeed, Resize, sample_bits
+from .maps import Boxes, Maps
 from .registry import builtin_path
 from .runtime import Session, open_session
 
@@ -78,6 +79,7 @@ class Model:
         decoder: Decoder[Any],
         score_threshold: float,
         min_area_px: float,
+        resize_mode: str = "none",
     ) -> None:
         self.path = path
         self.session = session
@@ -92,6 +94,9 @@ class Model:
         self.output_names: list[str] = list(session.output_names)
         # camera samples -> model input; set by check_fits, else planned per batch from its tiles
         self.feed: InputFeed | None = None
+        # tile -> fixed input of a detection model ("letterbox" | "stretch" | "none"); set by check_fits
+        self.resize_mode = resize_mode
+        self.resize: Resize | None = None
 
     @property
     def kind(self) -> str:
@@ -143,14 +148,18 @@ class Model:
             decoder = DECODERS[contract.decoder](
                 class_names=list(contract.classes), score_threshold=score_threshold,
                 min_area_px=min_area_px, spec={**contract.output, **cfg.outputs},  # the station's names win
+                class_thresholds=cfg.class_thresholds,
             )
             decoder.check_names(contract.outputs)
         except ValueError as e:  # an output spec the decoder cannot read, or names no output has
-            src = "station [model] outputs" if any(f"{k!r}" in str(e) for k in cfg.outputs) else f"metadata {META}output"
+            src = ("station [model] class_thresholds" if cfg.class_thresholds and "class_thresholds" in str(e)
+                   else "station [model] outputs" if any(f"{k!r}" in str(e) for k in cfg.outputs)
+                   else f"metadata {META}output")
             raise ModelError(f"{src}: {e}", path=path) from None
         session = open_session(cfg, path)
+        resize_mode = cfg.resize if cfg.resize != "auto" else contract.input.resize or "none"
         return cls(path=path, session=session, contract=contract, decoder=decoder,
-                   score_threshold=score_threshold, min_area_px=min_area_px)
+                   score_threshold=score_threshold, min_area_px=min_area_px, resize_mode=resize_mode)
 
     # ---------------------------------------------------------------- use
 
@@ -162,7 +171,8 @@ class Model:
         model.fit_station(station)
         model.warmup(*station_batch(station, model.provider, model.fixed_batch))
         log.info("model", path=str(model.path), kind=model.kind, provider=model.provider, classes=model.class_names,
-                 input=model.feed.describe() if model.feed else None)
+                 input=model.feed.describe() if model.feed else None,
+                 resize=model.resize.describe() if model.resize else None)
         return model
 
     def fit_station(self, station: Station) -> None:
@@ -176,19 +186,30 @@ class Model:
                    dtype: str = "uint8", bits: int | None = None) -> None:
         """ModelError when the model's input cannot take the camera's tiles (``channels`` x ``dtype``
         with ``bits`` significant bits; see ``feed.InputFeed``) or its fixed size does not fit the
-        tiling; otherwise the input mapping is set (``self.feed``). ``path_for_errors``: the file
-        that sets the camera and tiling (the station), named beside the model file."""
+        tiling; otherwise the input mapping is set (``self.feed``). A detection model whose fixed
+        input differs from the tile gets each tile resized (``self.resize``, ``feed.Resize``) when
+        ``[model] resize`` (or its ``edge_inspector.input`` "resize") says letterbox or stretch.
+        ``path_for_errors``: the file that sets the camera and tiling (the station), named beside
+        the model file."""
         where = f"camera.channels ({path_for_errors})" if path_for_errors else "camera.channels"
         self.feed = InputFeed.plan(model_channels=self.input_channels, model_dtype=self.input_dtype,
                                    layout=self.input_layout, channels=channels, dtype=dtype, bits=bits,
                                    path=self.path, where=where)
+        self.resize = None
         if self.input_size is not None and tuple(self.input_size) != (tile, tile):
             h, w = self.input_size
-            raise ModelError(
-                f"model input size {h}x{w} does not fit tiling.tile = {tile}",
-                path=path_for_errors, where="tiling.tile",
-                hint=f"set tiling.tile = {h}" if h == w else f"the model ({self.path}) needs square tiles",
-            )
+            detector = isinstance(self.decoder, YoloDecoder)
+            if self.resize_mode != "none" and not detector:
+                raise ModelError(f"[model] resize = {self.resize_mode!r} applies to detection (yolo) models; this"
+                                 f" is a {self.decoder.name} model with input {h}x{w}", path=path_for_errors,
+                                 where="model.resize", hint=f"set tiling.tile = {h}" if h == w else None)
+            if self.resize_mode == "none":
+                hint = f"set tiling.tile = {h}" if h == w else f"the model ({self.path}) needs square tiles"
+                if detector:
+                    hint += ', or [model] resize = "letterbox" (or "stretch") to scale each tile to the input'
+                raise ModelError(f"model input size {h}x{w} does not fit tiling.tile = {tile}",
+                                 path=path_for_errors, where="tiling.tile", hint=hint)
+            self.resize = Resize.plan(self.resize_mode, (tile, tile), (h, w), self.feed.bits)
 
     def _feed(self, tiles: np.ndarray) -> np.ndarray:
         feed = self.feed or InputFeed.plan(
@@ -205,27 +226,38 @@ class Model:
     def run_maps(self, tiles: np.ndarray, *, check: bool = False) -> Maps:
         """First stage for a (B, H, W, C) camera batch (uint8, or uint16 after ``check_fits``): the
         decoder's named maps (``maps``) of the raw outputs. A model with a fixed batch runs in
-        calls of that batch, the last one padded (the padding's maps are dropped). ``check``:
+        calls of that batch, the last one padded (the padding's maps are dropped). A resized
+        detection model (``self.resize``) gets its boxes back in tile px. ``check``:
         ValueError when the raw outputs do not fit the decoder (``Decoder.check_outputs``)."""
+        return self.run_maps_of(tiles, (self.decoder,), check=check)[0]
+
+    def run_maps_of(self, tiles: np.ndarray, decoders: tuple[Decoder[Any], ...], *, check: bool = False
+                    ) -> list[Maps]:
+        """``run_maps`` for several decoders of this model's outputs (e.g. its own and a
+        ``Decoder.ranking`` copy for ``eval-model``), from one run of the model."""
         tiles = _batch(tiles, "run_maps")
         b, h, w, _ = tiles.shape
+        if self.resize is not None and (h, w) != self.resize.tile_hw:
+            raise ValueError(f"the model is set up for {self.resize.describe()}, got {w}x{h} tiles")
         step = self.fixed_batch or b
-        if step == b:
-            raw = self.run_raw(tiles)
-            if check:
-                self.decoder.check_outputs(raw, b, (h, w))
-            return self.decoder.to_maps(raw, b, (h, w))
-        parts = []
-        for i in range(0, max(b, 1), step):  # an empty batch: one padded call, no maps
-            part = tiles[i : i + step]
-            n = len(part)
+        calls = [(tiles, b)] if step == b else [(tiles[i : i + step], len(tiles[i : i + step]))
+                                                  for i in range(0, max(b, 1), step)]
+        parts: list[list[Maps]] = [[] for _ in decoders]
+        for part, n in calls:  # an empty batch with a fixed batch: one padded call, no maps
             if n < step:  # pad the last call to the fixed batch
                 part = np.concatenate([part, np.zeros((step - n,) + part.shape[1:], part.dtype)])
+            if self.resize is not None:
+                part = self.resize(part)
             raw = self.run_raw(part)
-            if check:
-                self.decoder.check_outputs(raw, step, (h, w))
-            parts.append(self.decoder.to_maps(raw, step, (h, w)).head(n))
-        return type(parts[0]).concat(parts)
+            hw = part.shape[1:3]
+            for k, dec in enumerate(decoders):
+                if check:
+                    dec.check_outputs(raw, len(part), hw)
+                maps = dec.to_maps(raw, len(part), hw)
+                if self.resize is not None and isinstance(maps, Boxes):
+                    maps = replace(maps, tile_hw=(h, w), xyxy=[self.resize.to_tile(x) for x in maps.xyxy])
+                parts[k].append(maps.head(n) if n < len(part) else maps)
+        return [type(p[0]).concat(p) for p in parts]
 
     def infer(self, tiles: np.ndarray) -> list[Detections]:
         """Detections (tile px) for each tile of a (B, H, W, C) camera batch. ModelError when the
@@ -258,7 +290,7 @@ class Model:
         the first of each kind is checked: ONNX Runtime must take the input, the outputs must fit
         the decoder (``Decoder.check_outputs``) and every class id must be one the model names.
         Anything else is a ModelError naming the model file, before a line is read."""
-        h, w = self.input_size or (tile, tile)
+        h, w = (tile, tile) if self.resize is not None or self.input_size is None else self.input_size
         n = self.fixed_batch or batch
         feed = self.feed or InputFeed.plan(model_channels=self.input_channels, model_dtype=self.input_dtype,
                                            layout=self.input_layout, channels=self.input_channels or 3,

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..classes import DEFECT_CLASSES
+from ..classes import DEFECT_CLASSES, SYNONYMS
 from ..synth import SynthConfig, generate_blocks, make_defect
 
 IGNORE = 255
@@ -40,12 +40,8 @@ def read_yolo_names(root: Path) -> list[str]:
     raise ValueError(f"{root / 'data.yaml'}: no 'names:' line")
 
 
-# Real class names that are the same defect as a synthetic class (case-insensitive).
-SYNONYMS = {"hole": "hole", "scratch": "scratch", "crease": "wrinkle", "cut": "cut", "wrinkle": "wrinkle",
-            "brand": "brand", "tick bite": "tick_bite", "tick_bite": "tick_bite"}
-
-
 def _same_as(name: str) -> str | None:
+    """The synthetic class a real class name is the same defect as (``classes.SYNONYMS``), or None."""
     return SYNONYMS.get(name.strip().lower())
 
 
