@@ -163,12 +163,14 @@ MAX_FALSE_BLOBS = 0.5  # per photo: the operating point a real-val selection aim
 def validate_real(net: Any, photos: list[tuple[np.ndarray, np.ndarray]], min_area_px: float = 32,
                   thresholds: tuple[float, ...] = REAL_THRESHOLDS) -> dict[str, Any]:
     """Box recall and false blobs per photo on real photos, with ``eval-model``'s rules (whole
-    photo as one tile, score = the exported uint8 score at T = 2, bilinear to photo px), per
+    photo as one tile, score = the exported uint8 score at T = 2, bilinear to photo px, the
+    station's core-and-extent defects at the exported ``EXTENT``), per
     threshold; ``score``: the best recall with at most ``MAX_FALSE_BLOBS`` false blobs per photo."""
     import cv2
 
-    from ..eval_model import BoxStats
-    from .export import SCORE_TEMPERATURE
+    from ..evaluation.metrics import BoxStats
+    from ..inference.components import core_extent_pixels
+    from .export import EXTENT, SCORE_TEMPERATURE
 
     net.eval()
     stats = {t: BoxStats([], [], min_area_px) for t in thresholds}
@@ -190,7 +192,8 @@ def validate_real(net: Any, photos: list[tuple[np.ndarray, np.ndarray]], min_are
                 for x0, y0, x1, y1 in px:
                     union[y0:y1, x0:x1] = True
                 for t, st in stats.items():
-                    st.add(s >= t, union, None, boxes[:, 4].astype(np.int64), px)
+                    st.add(core_extent_pixels(s, t, EXTENT, min_area_px), union, None,
+                           boxes[:, 4].astype(np.int64), px)
     net.train()
     rows = {}
     for t, st in stats.items():
