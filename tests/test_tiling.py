@@ -180,3 +180,47 @@ def test_stitcher_refuses_a_ring_of_another_shape():
     ring = TileRing(2, lines=256, width=600, channels=3, dtype=np.uint8)
     with pytest.raises(ValueError, match=r"\(tile, width, channels\) = \(256, 700, 3\)"):
         Stitcher(TileGrid(700, 256, 32), 3, np.uint8, ring, lambda m: None)
+
+
+class _RecordingModel:
+    """A TileModel that keeps a copy of every batch it is fed (the pipeline reuses its batch buffer)."""
+
+    class_names = ["dark"]
+    provider = "test"
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def infer(self, tiles: np.ndarray):
+        from edge_inspector.detections import Detections
+
+        assert tiles.flags.c_contiguous  # what a runtime binds as its input without a copy of its own
+        self.calls.append(tiles.copy())
+        return [Detections.empty() for _ in range(len(tiles))]
+
+
+def test_the_pipeline_feeds_the_model_each_tile_cut_at_its_x0_in_batches_of_the_station(tmp_path):
+    from conftest import SMALL_STATION
+
+    from edge_inspector.config import load_station
+    from edge_inspector.pipeline import run_pipeline
+
+    p = tmp_path / "small.toml"
+    p.write_text(SMALL_STATION.replace('path = "builtin:baseline"', 'path = "builtin:baseline"\nbatch = 2'))
+    st = load_station(p)
+    lines = np.random.default_rng(5).integers(0, 255, (960, 1024, 3), dtype=np.uint8)
+    model = _RecordingModel()
+    blocks = [LineBlock(lines[i : i + 96], first_line=i) for i in range(0, 960, 96)]
+    stats = run_pipeline(blocks, st, model, lambda h: None)
+    x0s = column_starts(1024, 512, 64)
+    assert x0s == [0, 448, 512] and stats.strips == 3  # strips at lines 0, 448, 896 (the last one partial)
+    assert [len(c) for c in model.calls] == [2, 1] * 3  # 3 columns in calls of 2: the last call is shorter
+    tiles = np.concatenate(model.calls)
+    for k in range(3):
+        a = k * 448
+        valid = min(512, 960 - a)
+        for c, x0 in enumerate(x0s):
+            t = tiles[k * 3 + c]
+            np.testing.assert_array_equal(t[:valid], lines[a : a + valid, x0 : x0 + 512])
+            np.testing.assert_array_equal(t[valid:], np.broadcast_to(lines[a + valid - 1, x0 : x0 + 512],
+                                                                     (512 - valid, 512, 3)))
