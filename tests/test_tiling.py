@@ -224,3 +224,13 @@ def test_the_pipeline_feeds_the_model_each_tile_cut_at_its_x0_in_batches_of_the_
             np.testing.assert_array_equal(t[:valid], lines[a : a + valid, x0 : x0 + 512])
             np.testing.assert_array_equal(t[valid:], np.broadcast_to(lines[a + valid - 1, x0 : x0 + 512],
                                                                      (512 - valid, 512, 3)))
+
+
+@pytest.mark.parametrize("channels, dtype", [(1, np.uint8), (2, np.uint8), (3, np.uint16), (4, np.uint8)])
+def test_samples_of_every_channel_count(channels, dtype):
+    # RGB and mono have their own loops in the gather kernel, other counts the generic one
+    lines = np.random.default_rng(channels).integers(0, 4000, (300, 1000, channels)).astype(dtype)
+    _, strips, out = _run(lines, [100, 100, 100], tile=256, overlap=32)
+    got = np.concatenate([m.samples for m in out if isinstance(m, LineSamples)])
+    np.testing.assert_array_equal(got, lines[::4, ::4])
+    assert got.dtype == dtype and len(strips) == 2
