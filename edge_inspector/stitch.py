@@ -5,9 +5,9 @@ strip's lines whole, (tile, width, channels): a block's rows are copied in one p
 camera's bytes once, and the tiles are views of the slot at their x0 (``Strip.tile_view``); the
 copy of a tile into the model's contiguous batch happens where the model is fed
 (``Strip.tiles``, pipeline.py). Lines that fall in the vertical overlap are copied into both
-strips. Optional per-column flat-field correction (gain, offset) is fused into the copy. On the same pass the stitcher samples every
-``subsample``-th pixel of every ``subsample``-th line: those samples decide hide presence and
-make the hide map thumbnails.
+strips. Optional per-column flat-field correction (gain, offset) is fused into the copy. On the
+same pass the stitcher samples every ``subsample``-th pixel of every ``subsample``-th line:
+those samples decide hide presence and make the hide map thumbnails.
 
 Loss policy (docs/architecture.md): with ``live=True`` the stitcher never waits; when no
 slot is free it drops the whole strip, counts it and reports it as an uninspected stretch.
