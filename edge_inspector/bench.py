@@ -62,13 +62,9 @@ def needed_tiles_per_s(station: Station) -> float:
 def plain_copy_lines_per_s(station: Station, pool: np.ndarray, lines: int, block: int) -> float:
     """Lines/s of a plain copy of the same blocks (``np.copyto``, one block after the other) into a
     destination the size of the tile ring, pages mapped beforehand: the bound for the stitcher."""
-    from .tile import column_starts
-
     tl = station.tiling
-    n_cols = len(column_starts(station.camera.width, tl.tile, tl.overlap))
-    ring_bytes = tl.ring_slots * n_cols * tl.tile * tl.tile * pool[0].nbytes // station.camera.width
-    line_bytes = pool[0].nbytes
-    dst = np.empty((max(block, ring_bytes // line_bytes),) + pool.shape[1:], pool.dtype)
+    # the ring: ring_slots strips of tile whole lines (stitch.TileRing)
+    dst = np.empty((max(block, tl.ring_slots * tl.tile),) + pool.shape[1:], pool.dtype)
     dst.fill(0)
     row = 0
     t0 = time.perf_counter()

@@ -386,12 +386,11 @@ def cross_field_problems(st: Station) -> list[tuple[tuple[str, ...], str]]:
 
 
 def ring_bytes(st: Station) -> int:
-    """Bytes of the tile ring: slots x tiles per strip x tile² x channels x sample size."""
+    """Bytes of the tile ring (stitch.TileRing): slots x a strip's tile whole lines x width x
+    channels x sample size."""
     t, c = st.tiling, st.camera
-    step = t.tile - t.overlap
-    cols = 1 if c.width <= t.tile else 1 + -(-(c.width - t.tile) // step)
     itemsize = 2 if c.dtype == "uint16" else 1
-    return t.ring_slots * cols * t.tile * t.tile * c.channels * itemsize
+    return t.ring_slots * t.tile * c.width * c.channels * itemsize
 
 
 def physical_memory_bytes() -> int | None:

@@ -165,7 +165,7 @@ class Pipeline:
         else:
             self.batch = 0
         self.progress = progress
-        self.ring = TileRing(tl.ring_slots, len(grid.x0s), tl.tile, cam.channels, dtype)
+        self.ring = TileRing(tl.ring_slots, lines=tl.tile, width=cam.width, channels=cam.channels, dtype=dtype)
         self.q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)
         self.q_dets: queue.Queue[object] = queue.Queue(maxsize=256)
         names = class_names or (model.class_names if model is not None else [])
@@ -259,6 +259,7 @@ class Pipeline:
 
     def _infer(self) -> None:
         model, n = self.model, self.inference
+        batch: np.ndarray | None = None  # the model's contiguous input, reused: tiles are copied out of the slot
         try:
             while True:
                 try:  # a failed stage sets _abort and may not get _END through: look at it often
@@ -274,10 +275,14 @@ class Pipeline:
                     if model is None:
                         dets = [Detections.empty() for _ in msg.x0s]
                     else:
-                        step = self.batch or msg.pixels.shape[0]
+                        cols = len(msg.x0s)
+                        step = self.batch or cols
+                        if batch is None or batch.shape[1:] != (msg.tile, msg.tile) + msg.pixels.shape[2:]:
+                            batch = np.empty((step, msg.tile, msg.tile) + msg.pixels.shape[2:], msg.pixels.dtype)
+                            batch.fill(0)  # map its pages once, not on every strip
                         dets = []
-                        for i in range(0, msg.pixels.shape[0], step):
-                            dets.extend(model.infer(msg.pixels[i : i + step]))
+                        for i in range(0, cols, step):
+                            dets.extend(model.infer(msg.tiles(i, i + step, out=batch)))
                     t1 = time.monotonic_ns()
                     self.ring.release(msg.slot)
                     n.ms_last = (t1 - t0) / 1e6

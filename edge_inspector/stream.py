@@ -28,16 +28,47 @@ from .detections import Detections
 
 @dataclass(slots=True)
 class Strip:
-    """A filled ring slot: one row of tiles, handed to inference, then released."""
+    """A filled ring slot: one row of tiles, handed to inference, then released.
+
+    The slot holds the strip's lines whole, ``(tile, width, channels)``: the camera's bytes once
+    (plus the vertical overlap), each line one contiguous row. A tile is a view of it, columns
+    ``x0 .. x0 + tile`` (``tile_view``); ``tiles`` copies tiles into the contiguous batch a model
+    takes (docs/performance.md, "the strip stored once").
+    """
 
     index: int
     first_line: int
     valid_lines: int  # rows holding camera lines; the rest repeat the last valid row
     x0s: list[int]
-    pixels: np.ndarray  # (n_cols, tile, tile, channels) view of the ring slot
+    pixels: np.ndarray  # (tile, width, channels) view of the ring slot: the strip's lines
     slot: int
     lost: list[tuple[int, int]] = field(default_factory=list)  # line ranges filled by repetition
     t_complete_ns: int = 0  # when its last line arrived
+
+    @property
+    def tile(self) -> int:
+        """Tile side in px (tiles are square: a strip is one tile high)."""
+        return int(self.pixels.shape[0])
+
+    def tile_view(self, col: int) -> np.ndarray:
+        """Tile column ``col`` as a (tile, tile, channels) view of the slot (no copy)."""
+        x0, t = self.x0s[col], self.tile
+        return self.pixels[:, x0 : x0 + t]
+
+    def tiles(self, first: int = 0, end: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Tile columns ``first .. end`` copied into a contiguous (n, tile, tile, channels) batch:
+        into ``out`` (its first n tiles, returned) when given, else a new array."""
+        end = len(self.x0s) if end is None else min(end, len(self.x0s))
+        n, t = max(0, end - first), self.tile
+        shape = (n, t, t) + self.pixels.shape[2:]
+        if out is None:
+            out = np.empty(shape, self.pixels.dtype)
+        elif out.shape[1:] != shape[1:] or len(out) < n or out.dtype != self.pixels.dtype:
+            raise ValueError(f"batch buffer {out.shape} {out.dtype} cannot hold {shape} {self.pixels.dtype}")
+        batch = out[:n]
+        for i in range(n):
+            np.copyto(batch[i], self.tile_view(first + i))
+        return batch
 
 
 @dataclass(slots=True)

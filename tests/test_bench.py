@@ -53,7 +53,7 @@ def test_samples_are_every_nth_pixel_of_every_nth_line():
     rng = np.random.default_rng(0)
     got: list[LineSamples] = []
     grid = TileGrid(1021, 512, 64)  # a width that is not a multiple of the step
-    ring = TileRing(2, len(grid.x0s), 512, 3, np.uint8)
+    ring = TileRing(2, lines=512, width=1021, channels=3, dtype=np.uint8)
     assert ring.buffers.flags.c_contiguous and ring.free_slots == 2
 
     def emit(m):

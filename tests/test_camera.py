@@ -81,12 +81,12 @@ def strips_of(blocks: list[LineBlock] | Any, station: Station) -> list[tuple[int
     """(index, valid_lines, pixels copy) of every strip a Stitcher cuts from ``blocks``."""
     cam, tl = station.camera, station.tiling
     grid = TileGrid(cam.width, tl.tile, tl.overlap)
-    ring = TileRing(2, len(grid.x0s), tl.tile, cam.channels, np.dtype(cam.dtype))
+    ring = TileRing(2, lines=tl.tile, width=cam.width, channels=cam.channels, dtype=np.dtype(cam.dtype))
     strips: list[tuple[int, int, np.ndarray]] = []
 
     def emit(msg: object) -> None:
         if isinstance(msg, Strip):
-            strips.append((msg.index, msg.valid_lines, msg.pixels.copy()))
+            strips.append((msg.index, msg.valid_lines, msg.tiles()))
             ring.release(msg.slot)
 
     stitcher = Stitcher(grid, cam.channels, np.dtype(cam.dtype), ring, emit, sample_step=4)

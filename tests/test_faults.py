@@ -82,7 +82,7 @@ def test_a_tile_ring_larger_than_the_machine_is_refused_before_any_allocation(tm
     assert ring and "GiB" in ring[0] and "default is 4" in ring[0]
     # The default ring of the 8K demo is far below that limit.
     demo = load_station(Path(__file__).resolve().parents[1] / "configs" / "stations" / "demo-8k.toml")
-    assert ring_bytes(demo) == 4 * 5 * 2048 * 2048 * 3
+    assert ring_bytes(demo) == 4 * 2048 * 8192 * 3  # 4 strips of 2,048 whole 8K RGB lines
 
 
 def test_absurd_widths_are_refused(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def test_a_first_block_lost_before_is_counted_and_a_hide_seen_at_once_starts_in_
     from edge_inspector.stitch import Stitcher, TileRing
     from edge_inspector.tile import TileGrid
 
-    ring = TileRing(4, 5, 256, 1, np.uint8)
+    ring = TileRing(4, lines=256, width=W, channels=1, dtype=np.uint8)
     msgs = []
     stitcher = Stitcher(TileGrid(W, 256, 32), 1, np.uint8, ring, msgs.append, sample_step=4)
     lines = np.full((400, W, 1), 40, np.uint8)

@@ -47,13 +47,13 @@ def test_strips_touching():
 def _run(lines: np.ndarray, block_sizes, tile=256, overlap=32, slots=64, live=False, gaps=None, ff=None):
     width, ch = lines.shape[1], lines.shape[2]
     grid = TileGrid(width, tile, overlap)
-    ring = TileRing(slots, len(grid.x0s), tile, ch, lines.dtype)
+    ring = TileRing(slots, lines=tile, width=width, channels=ch, dtype=lines.dtype)
     out: list[object] = []
     strips: list[tuple[Strip, np.ndarray]] = []
 
     def emit(m):
         if isinstance(m, Strip):
-            strips.append((m, m.pixels.copy()))
+            strips.append((m, m.tiles()))  # the batch a model is fed
             if not live:
                 ring.release(m.slot)
         out.append(m)
@@ -145,3 +145,92 @@ def test_flat_field_fused_into_copy():
     expect = np.clip(100 * gain + 10 + 0.5, 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(px[0, 0, :, 0], expect[:256])
     np.testing.assert_array_equal(px[1, 5, :, 0], expect[x0 : x0 + 256])
+
+
+def test_a_slot_holds_the_strip_lines_whole_and_tiles_are_views_of_it():
+    rng = np.random.default_rng(4)
+    lines = rng.integers(0, 255, (600, 1000, 3), dtype=np.uint8)
+    grid = TileGrid(1000, 256, 32)
+    ring = TileRing(8, lines=256, width=1000, channels=3, dtype=np.uint8)
+    got: list[Strip] = []
+    s = Stitcher(grid, 3, np.uint8, ring, lambda m: got.append(m) if isinstance(m, Strip) else None)
+    s.push(LineBlock(lines[:300], first_line=0))
+    s.push(LineBlock(lines[300:], first_line=300))
+    st = got[1]  # strip 1: lines 224..479, its first 32 lines are strip 0's overlap
+    assert st.pixels.shape == (256, 1000, 3) and st.tile == 256
+    assert np.shares_memory(st.pixels, ring.buffers[st.slot])
+    np.testing.assert_array_equal(st.pixels, lines[224:480])  # whole camera rows, one per line
+    x0s = column_starts(1000, 256, 32)
+    assert st.x0s == x0s == [0, 224, 448, 672, 744]  # the last column is right-aligned, off the step
+    for c, x0 in enumerate(x0s):
+        view = st.tile_view(c)
+        assert np.shares_memory(view, st.pixels) and view.shape == (256, 256, 3)
+        np.testing.assert_array_equal(view, lines[224:480, x0 : x0 + 256])
+    # the model's batch: copied into a buffer it reuses, a part of a strip at a time
+    buf = np.full((2, 256, 256, 3), 7, np.uint8)
+    batch = st.tiles(2, 4, out=buf)
+    assert batch.base is buf and batch.flags.c_contiguous and len(batch) == 2
+    np.testing.assert_array_equal(batch[1], lines[224:480, x0s[3] : x0s[3] + 256])
+    assert len(st.tiles(4, 99, out=buf)) == 1  # the last column alone (end past the row is clipped)
+    with pytest.raises(ValueError, match="cannot hold"):
+        st.tiles(0, 3, out=buf)
+
+
+def test_stitcher_refuses_a_ring_of_another_shape():
+    ring = TileRing(2, lines=256, width=600, channels=3, dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"\(tile, width, channels\) = \(256, 700, 3\)"):
+        Stitcher(TileGrid(700, 256, 32), 3, np.uint8, ring, lambda m: None)
+
+
+class _RecordingModel:
+    """A TileModel that keeps a copy of every batch it is fed (the pipeline reuses its batch buffer)."""
+
+    class_names = ["dark"]
+    provider = "test"
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def infer(self, tiles: np.ndarray):
+        from edge_inspector.detections import Detections
+
+        assert tiles.flags.c_contiguous  # what a runtime binds as its input without a copy of its own
+        self.calls.append(tiles.copy())
+        return [Detections.empty() for _ in range(len(tiles))]
+
+
+def test_the_pipeline_feeds_the_model_each_tile_cut_at_its_x0_in_batches_of_the_station(tmp_path):
+    from conftest import SMALL_STATION
+
+    from edge_inspector.config import load_station
+    from edge_inspector.pipeline import run_pipeline
+
+    p = tmp_path / "small.toml"
+    p.write_text(SMALL_STATION.replace('path = "builtin:baseline"', 'path = "builtin:baseline"\nbatch = 2'))
+    st = load_station(p)
+    lines = np.random.default_rng(5).integers(0, 255, (960, 1024, 3), dtype=np.uint8)
+    model = _RecordingModel()
+    blocks = [LineBlock(lines[i : i + 96], first_line=i) for i in range(0, 960, 96)]
+    stats = run_pipeline(blocks, st, model, lambda h: None)
+    x0s = column_starts(1024, 512, 64)
+    assert x0s == [0, 448, 512] and stats.strips == 3  # strips at lines 0, 448, 896 (the last one partial)
+    assert [len(c) for c in model.calls] == [2, 1] * 3  # 3 columns in calls of 2: the last call is shorter
+    tiles = np.concatenate(model.calls)
+    for k in range(3):
+        a = k * 448
+        valid = min(512, 960 - a)
+        for c, x0 in enumerate(x0s):
+            t = tiles[k * 3 + c]
+            np.testing.assert_array_equal(t[:valid], lines[a : a + valid, x0 : x0 + 512])
+            np.testing.assert_array_equal(t[valid:], np.broadcast_to(lines[a + valid - 1, x0 : x0 + 512],
+                                                                     (512 - valid, 512, 3)))
+
+
+@pytest.mark.parametrize("channels, dtype", [(1, np.uint8), (2, np.uint8), (3, np.uint16), (4, np.uint8)])
+def test_samples_of_every_channel_count(channels, dtype):
+    # RGB and mono have their own loops in the gather kernel, other counts the generic one
+    lines = np.random.default_rng(channels).integers(0, 4000, (300, 1000, channels)).astype(dtype)
+    _, strips, out = _run(lines, [100, 100, 100], tile=256, overlap=32)
+    got = np.concatenate([m.samples for m in out if isinstance(m, LineSamples)])
+    np.testing.assert_array_equal(got, lines[::4, ::4])
+    assert got.dtype == dtype and len(strips) == 2
