@@ -54,7 +54,8 @@ class RemoteSession:
         self.sha256 = file_sha256(path)
         self.model_name = served_name(self.sha256)
         self.shared_memory = host in LOCAL_HOSTS if shared_memory is None else shared_memory
-        self.reconnects = 0
+        self.reconnects = 0  # reconnected after a failed call
+        self.reconnect_attempts = 0
         self.failed_calls = 0
         self._lock = threading.Lock()
         self._client: Any = None
@@ -142,7 +143,10 @@ class RemoteSession:
         return [np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in range(len(names))]
 
     def _call(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+        """One call, retried with reconnects (each attempt counted) until ``wait_s`` has passed; at least
+        one reconnect is tried. ModelUnavailable after that."""
         deadline = time.monotonic() + self.wait_s
+        tries = 0
         while True:
             try:
                 return self._infer(names, x)
@@ -151,20 +155,31 @@ class RemoteSession:
             except Exception as e:  # noqa: BLE001 - grpc/triton errors: the server is down or slow
                 self.failed_calls += 1
                 err = _first_line(e)
+            tries += 1
+            if tries > 1 and time.monotonic() >= deadline:
+                raise ModelUnavailable(f"inference server {self.url}: {err}")
             log.warning("model_server_error", url=self.url, error=err, wait_s=self.wait_s)
-            while True:  # reconnect until the deadline
-                if time.monotonic() >= deadline:
-                    raise ModelUnavailable(f"inference server {self.url}: {err}")
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-                self.reconnects += 1
+            while True:  # reconnect: once at least, then until the deadline
+                self.reconnect_attempts += 1
                 try:
                     self._connect()
+                    self.reconnects += 1
                     log.info("model_server_reconnected", url=self.url, reconnects=self.reconnects)
                     break
                 except ModelError:
                     raise
                 except Exception as e:  # noqa: BLE001
                     err = _first_line(e)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ModelUnavailable(f"inference server {self.url}: {err}")
+                time.sleep(min(0.5, left))
+
+    def counters(self) -> dict[str, Any]:
+        """For the run summary: the server, failed calls, reconnect attempts and reconnects."""
+        return {"url": self.url, "model": self.model_name, "shared_memory": self.shared_memory,
+                "failed_calls": self.failed_calls, "reconnect_attempts": self.reconnect_attempts,
+                "reconnects": self.reconnects}
 
     def _infer(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         import tritonclient.grpc as grpcclient
