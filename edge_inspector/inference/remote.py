@@ -17,9 +17,11 @@ raises ``ModelUnavailable`` and the pipeline reports the strip as uninspected (p
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,8 @@ class RemoteSession:
         self._client: Any = None
         self._shm: tuple[str, Any, int] | None = None  # (region name, handle, bytes)
         self._connect(first=True)
+        ref = weakref.ref(self)
+        atexit.register(lambda: (r := ref()) is not None and r.close())  # the region is unlinked at exit
         self.provider = f"Triton:{url}"
         self.providers = [self.provider]
 
