@@ -231,6 +231,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_model(a: argparse.Namespace) -> int:
+    from .inference.serving import serve
+
+    serve(a.model, host=a.host, port=a.port, max_batch=a.max_batch, queue_delay_us=a.queue_delay_us)
+    return 0
+
+
 def cmd_soak(a: argparse.Namespace) -> int:
     from .soak import format_report, soak
 
@@ -439,6 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=model_arg, help="model to bench (overrides the station)")
     s.add_argument("--lines", type=int, default=None, help="lines to push (default 200000, 20000 with a model)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("serve-model", help="serve a model to several stations: a Triton Inference Server on gRPC,"
+                       " for [model] server = \"grpc://HOST:PORT\" (docs/serving.md); runs until SIGTERM")
+    s.add_argument("--model", required=True, type=model_arg, help="ONNX model, or builtin:default / builtin:baseline"
+                   " (the stations must read the same file)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001)")
+    s.add_argument("--max-batch", type=int, default=16, help="largest batch the dynamic batcher forms (default 16)")
+    s.add_argument("--queue-delay-us", type=int, default=2000,
+                   help="how long the batcher waits for more requests to batch (default 2000 us)")
+    s.set_defaults(fn=cmd_serve_model)
 
     s = sub.add_parser("soak", help="benchmark: a long live run with the soft-PLC; marks fired, missed, late,"
                        " placement error and memory over time (docs/performance.md)")

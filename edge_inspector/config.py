@@ -6,6 +6,8 @@ each with its field and a fix.  ``edge-inspector check-config FILE`` prints the 
 
 from __future__ import annotations
 
+import re
+
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +150,17 @@ class HideDetection(BaseModel):
 OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes")
 
 
+_SERVER_URL = re.compile(r"^grpc://(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+
+
+def parse_server_url(url: str) -> tuple[str, int]:
+    """(host, port) of ``[model] server`` = grpc://host:port; ValueError otherwise."""
+    m = _SERVER_URL.match(url)
+    if not m or not 0 < int(m["port"]) < 65536:
+        raise ValueError(f"server: {url!r} is not grpc://host:port (e.g. grpc://127.0.0.1:8001)")
+    return m["host"], int(m["port"])
+
+
 class ModelCfg(BaseModel):
     model_config = _STRICT
     path: str = Field("builtin:default", description="ONNX file, or builtin:default / builtin:baseline")
@@ -180,8 +193,17 @@ class ModelCfg(BaseModel):
         " edge_inspector.output; for foreign exports, e.g. {anomaly_map = \"output\", pred_score ="
         " \"onnx::Sigmoid_123\"} of an older anomalib export")
 
+    server: str | None = Field(
+        None, description="grpc://host:port of a Triton Inference Server serving the same ONNX file"
+        " (edge-inspector serve-model, docs/serving.md); None = run the model here")
+    server_wait_s: float = Field(
+        60.0, ge=0, description="replay: how long a call waits for a server that is down or slow (retrying,"
+        " reconnecting) before its strip is reported uninspected; a live station does not wait")
+
     @model_validator(mode="after")
     def _known_outputs(self) -> "ModelCfg":
+        if self.server is not None:
+            parse_server_url(self.server)  # ValueError: pydantic names the field
         bad = sorted(set(self.outputs) - set(OUTPUT_ROLES))
         if bad:
             raise ValueError(f"outputs: unknown role {bad[0]!r}; one of {', '.join(OUTPUT_ROLES)}")

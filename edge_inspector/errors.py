@@ -49,3 +49,8 @@ class ConfigError(InputError):
 
 class ModelError(InputError):
     """A model file that is missing, malformed, or does not fit the camera."""
+
+
+class ModelUnavailable(Exception):
+    """The model could not run a batch (its inference server down or too slow): the pipeline reports
+    the strip as uninspected and goes on (docs/serving.md)."""

@@ -299,6 +299,8 @@ class HealthRules:
         rules = (
             ("pipeline", "lines_lost", "lines_lost", "camera lines lost: +{d:.0f} (total {t:.0f}); stretches uninspected"),
             ("pipeline", "strips_dropped", "strips_dropped", "strips dropped, the model is behind: +{d:.0f} (total {t:.0f})"),
+            ("pipeline", "strips_model_failed", "model_unavailable", "the model server did not answer: +{d:.0f} strips"
+             " uninspected (total {t:.0f})"),
             ("camera", "reconnects", "camera_reconnect", "camera lost and reconnected: +{d:.0f} (total {t:.0f})"),
             ("camera", "fetch_timeouts", "camera_timeout", "no buffer from the camera within fetch_timeout_s: +{d:.0f}"),
             ("marks", "late", "late_marks", "marks planned after their deadline: +{d:.0f} (total {t:.0f})"),

@@ -12,7 +12,7 @@ from .defect import Defect, _round_pts
 
 @dataclass(slots=True)
 class UninspectedRegion:
-    """Lines [first_line, end_line) that were not inspected, and why ("lost", "dropped")."""
+    """Lines [first_line, end_line) that were not inspected, and why ("lost", "dropped", "model")."""
 
     first_line: int
     end_line: int

@@ -34,7 +34,8 @@ from .hide import Hide
 from .lines import LineBlock
 from .probe import Probe
 from .stitch import Stitcher, TileRing
-from .stream import AssemblyListener, InferenceCounters, LineClock, Strip, StripDetections
+from .errors import ModelUnavailable
+from .stream import AssemblyListener, InferenceCounters, LineClock, Strip, StripDetections, Uninspected
 from .tile import TileGrid
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,8 @@ class RunStats:
     infer_ms: list[float] = field(default_factory=list)  # per strip
     latency_ms: list[float] = field(default_factory=list)  # strip complete -> assembled
     stitch_s: float = 0.0  # time the stitcher thread spent working (not waiting for free slots)
+    strips_model_failed: int = 0  # strips the model could not run (its server down or slow): uninspected
+    model_server: dict[str, Any] | None = None  # [model] server: its URL and call/reconnect counters
 
     def as_dict(self) -> dict[str, Any]:
         def pct(v: list[float], q: float) -> float | None:
@@ -96,6 +99,8 @@ class RunStats:
             "latency_ms_p99": pct(self.latency_ms, 99),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "provider": self.provider,
+            "strips_model_failed": self.strips_model_failed,
+            **({"model_server": self.model_server} if self.model_server is not None else {}),
         }
 
 
@@ -164,6 +169,9 @@ class Pipeline:
             self.batch = station_batch(station, model.provider, getattr(model, "fixed_batch", None))[1]
         else:
             self.batch = 0
+        server = getattr(model, "session", None)
+        if live and hasattr(server, "wait_s"):  # a camera cannot wait for a model server (docs/serving.md)
+            server.wait_s = 0.0
         self.progress = progress
         self.ring = TileRing(tl.ring_slots, lines=tl.tile, width=cam.width, channels=cam.channels, dtype=dtype)
         self.q_tiles: queue.Queue[object] = queue.Queue(maxsize=256)
@@ -281,8 +289,13 @@ class Pipeline:
                             batch = np.empty((step, msg.tile, msg.tile) + msg.pixels.shape[2:], msg.pixels.dtype)
                             batch.fill(0)  # map its pages once, not on every strip
                         dets = []
-                        for i in range(0, cols, step):
-                            dets.extend(model.infer(msg.tiles(i, i + step, out=batch)))
+                        try:
+                            for i in range(0, cols, step):
+                                dets.extend(model.infer(msg.tiles(i, i + step, out=batch)))
+                        except ModelUnavailable as e:  # the strip is reported, the run goes on
+                            self.ring.release(msg.slot)
+                            self._model_failed(msg, e)
+                            continue
                     t1 = time.monotonic_ns()
                     self.ring.release(msg.slot)
                     n.ms_last = (t1 - t0) / 1e6
@@ -299,6 +312,16 @@ class Pipeline:
             self._abort.set()
         finally:
             self._put(self.q_dets, _END)
+
+    def _model_failed(self, strip: Strip, e: ModelUnavailable) -> None:
+        """A strip the model could not run: uninspected lines (reason "model"), counted; an alarm."""
+        n = self.inference
+        n.model_failed += 1
+        n.strips += 1  # through the model stage: not pending (probe, watchdog)
+        n.last_ns = time.monotonic_ns()
+        log.error("alarm", code="model_unavailable", strip=strip.index, first_line=strip.first_line,
+                  strips_failed=n.model_failed, error=str(e))
+        self._put(self.q_dets, Uninspected(strip.first_line, strip.first_line + strip.valid_lines, "model"))
 
     def _assemble(self) -> None:
         asm, errors = self.assembler, self._errors
@@ -339,6 +362,10 @@ class Pipeline:
         stats.defects_at_hide_edge = a.suppressed_edge
         stats.infer_ms = list(self.inference.ms)
         stats.latency_ms = [v / 1e6 for v in a.latencies_ns]
+        stats.strips_model_failed = self.inference.model_failed
+        server = getattr(self.model, "session", None)
+        if hasattr(server, "counters"):
+            stats.model_server = server.counters()
         stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -79,6 +79,7 @@ class Probe:
             "last_block_age_s": age(s.last_block_ns),
             "last_infer_age_s": age(i.last_ns),
             "provider": self.provider,
+            "strips_model_failed": i.model_failed,
         }
 
     def plc_line_running(self) -> bool | None:

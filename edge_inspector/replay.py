@@ -198,6 +198,10 @@ def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
           if summary.get("threshold", {}).get("value") is not None else []),
         ("lines", f"{summary['lines']:,}   lost {summary['lines_lost']:,}"),
         ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"),
+        *([("model server", "{url}: {f} strips uninspected (server down or slow), {c} failed calls, {r} reconnects"
+             " ({a} attempts)".format(f=summary.get("strips_model_failed", 0), c=ms["failed_calls"],
+                                       r=ms["reconnects"], a=ms["reconnect_attempts"], url=ms["url"]))]
+          if (ms := summary.get("model_server")) else []),
         ("hides", f"{summary['hides']}   grades " + ", ".join(f"{k} {v}" for k, v in sorted(summary.get('grades', {}).items()))),
         ("defects", f"{summary['defects']}   off hide {summary['defects_off_hide']}"
                     f"   within edge margin {summary['defects_at_hide_edge']}"),

@@ -101,7 +101,7 @@ class Uninspected:
 
     first_line: int
     end_line: int
-    reason: str  # "lost" (missing from the source) or "dropped" (no free tile slot)
+    reason: str  # "lost" (missing from the source), "dropped" (no free tile slot), "model" (model server failed)
 
 
 StitchMessage = Strip | LineSamples | Uninspected  # stitcher -> inference
@@ -172,6 +172,7 @@ class InferenceCounters:
     last_ns: int = 0  # time.monotonic_ns() when the last strip left the model
     ms_last: float = 0.0  # model time of the last strip
     ms: list[float] = field(default_factory=list)  # model time per strip
+    model_failed: int = 0  # strips the model could not run (model server down or slow): uninspected
 
 
 @dataclass

@@ -183,6 +183,16 @@ def test_health_follows_the_metrics():
         "state": "stopping", "alarms": []}
 
 
+def test_strips_the_model_server_failed_raise_the_model_unavailable_alarm():
+    r = HealthRules(stall_s=5, hold_s=3)
+    r.update(_metrics(lines=1000), now=0)
+    failed = _metrics(lines=2000)
+    failed["pipeline"]["strips_model_failed"] = 3
+    h = r.update(failed, now=1)
+    assert h["state"] == "degraded" and [a["code"] for a in h["alarms"]] == ["model_unavailable"]
+    assert "+3 strips uninspected" in h["alarms"][0]["message"]
+
+
 def test_telemetry_publishes_metrics_and_health_with_rates(pub, sub):
     connected(pub, sub)
     probe = Probe()

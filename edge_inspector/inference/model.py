@@ -29,7 +29,7 @@ import structlog
 
 from ..config import ModelCfg, Station
 from ..detections import Detections
-from ..errors import ModelError
+from ..errors import ModelError, ModelUnavailable
 from .contract import META, ModelContract
 from .decoders import DECODERS, Decoder, OutputMismatch, YoloDecoder
 from .feed import MODEL_DTYPES, InputFeed, Resize, sample_bits
@@ -313,6 +313,8 @@ class Model:
             dets = self.decoder.to_detections(self.run_maps(x, check=True))
         except ModelError:
             raise
+        except ModelUnavailable as e:  # its inference server did not answer the warm-up
+            raise ModelError(str(e), path=self.path, where="model.server") from None
         except OutputMismatch as e:
             raise ModelError(str(e), path=self.path, where=f"{META}output ({self.decoder.name} decoder)") from None
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors, reshape/IndexError of a decoder

@@ -145,7 +145,14 @@ class OpenVinoSession:
 
 
 def open_session(cfg: ModelCfg, path: Path) -> Session:
-    """The first runtime of ``cfg.providers`` that is present (module docstring)."""
+    """The first runtime of ``cfg.providers`` that is present (module docstring); with ``[model] server``
+    the shared inference server instead (remote.py, docs/serving.md)."""
+    if cfg.server:
+        from .remote import RemoteSession
+
+        remote = RemoteSession(cfg.server, path, wait_s=cfg.server_wait_s)
+        log.info("model_session", model=str(path), provider=remote.provider, served_as=remote.model_name)
+        return remote
     available = ort.get_available_providers()
     wanted = list(cfg.providers) or [CPU]
     ov_ok = openvino_available() and cfg.cpu_runtime != "onnxruntime"
