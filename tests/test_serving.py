@@ -184,7 +184,9 @@ def test_server_killed_mid_run_live_strips_uninspected_alarm_clean_finish(hides,
     assert "model_unavailable" in err and "alarm" in err
     assert f"{summary['strips_model_failed']} strips uninspected" in stdout
     unins = [u for hj in sorted((out / "hides").glob("hide-*.json")) for u in json.loads(hj.read_text())["uninspected"]]
-    assert unins and {u["reason"] for u in unins} == {"model"}
+    # "dropped" as well when the machine is too slow for the line (a loaded CI runner): still reported
+    reasons = {u["reason"] for u in unins}
+    assert "model" in reasons and reasons <= {"model", "dropped"}, reasons
     assert summary["hides"] == 4  # presence comes from the line samples: every hide is still reported
 
 
