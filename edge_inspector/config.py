@@ -145,13 +145,14 @@ class HideDetection(BaseModel):
 
 
 # what a station's [model] outputs may name (the decoders' OUTPUT_KEYS, inference/decoders.py)
-OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes")
+OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes",
+                "patch_scores")
 
 
 class ModelCfg(BaseModel):
     model_config = _STRICT
     path: str = Field("builtin:default", description="ONNX file, or builtin:default / builtin:baseline")
-    decoder: Literal["auto", "segmentation", "detection", "anomaly", "classification", "yolo"] = "auto"
+    decoder: Literal["auto", "segmentation", "detection", "anomaly", "classification", "yolo", "patch"] = "auto"
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
