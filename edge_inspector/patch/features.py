@@ -4,7 +4,9 @@ Canny is no ONNX op; the "edge pixels" here are its core: grey = mean of R, G, B
 gradients (3 x 3, divided by 8, edge-replicated border) and their magnitude; edge = a steep sigmoid
 ``sigmoid(steepness * (magnitude - threshold))`` (1 on an edge, 0 off it). Per square block of
 ``block`` px (AveragePool): the edge density (share of edge pixels), the mean grey and the grey
-standard deviation: ``FEATURES`` = 3 numbers per block, (N, 3, H / block, W / block).
+standard deviation, and the same three minus their mean over the tile (photos and hides differ in
+brightness and grain far more than a defect differs from its leather): ``FEATURES`` = 6 numbers
+per block, (N, 6, H / block, W / block).
 
 A patch is ``blocks`` x ``blocks`` blocks centred on one block (its cell): the MLP sees the
 features of those blocks (a ``blocks`` x ``blocks`` convolution over the block grid, edge-padded),
@@ -22,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FEATURES = ("edge_density", "grey_mean", "grey_std")
+FEATURES = ("edge_density", "grey_mean", "grey_std", "edge_density_rel", "grey_mean_rel", "grey_std_rel")
 INPUT = "image"
 BLOCK_FEATURES = "block_features"
 VAR_EPS = 1e-6
@@ -99,7 +101,8 @@ def block_features(images: np.ndarray, s: PatchSettings) -> np.ndarray:
     e = edge_pixels(g, s)
     mean = _pool(g, s.stride)
     var = np.maximum(_pool(g * g, s.stride) - mean * mean, 0.0)
-    return np.stack([_pool(e, s.stride), mean, np.sqrt(var + np.float32(VAR_EPS))], 1)
+    f = np.stack([_pool(e, s.stride), mean, np.sqrt(var + np.float32(VAR_EPS))], 1)
+    return np.concatenate([f, f - f.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)], 1)
 
 
 def _init(name: str, a: Any) -> onnx.TensorProto:
@@ -132,7 +135,10 @@ def feature_nodes(s: PatchSettings) -> tuple[list[onnx.NodeProto], list[onnx.Ten
         n("Relu", ["f/var0"], ["f/var"]),
         n("Add", ["f/var", "f/eps"], ["f/var_e"]),
         n("Sqrt", ["f/var_e"], ["f/std"]),
-        n("Concat", ["f/e", "f/m", "f/std"], [BLOCK_FEATURES], axis=1),
+        n("Concat", ["f/e", "f/m", "f/std"], ["f/abs"], axis=1),
+        n("ReduceMean", ["f/abs"], ["f/tile_mean"], axes=[2, 3], keepdims=1),
+        n("Sub", ["f/abs", "f/tile_mean"], ["f/rel"]),
+        n("Concat", ["f/abs", "f/rel"], [BLOCK_FEATURES], axis=1),
     ]
     inits = [
         _init("f/w_grey", np.full((1, 3, 1, 1), 1.0 / (3 * 255), np.float32)),
