@@ -174,6 +174,8 @@ def test_compare_models_table(tmp_path: Path, capsys) -> None:
     assert rows["dark.onnx"]["box_recall"] == 1.0 and rows["dark.onnx"]["false_blobs_per_photo"] == 0
     assert rows["const.onnx"]["false_blobs_per_photo"] > 0  # everything flagged: one blob over the photo
     assert rows["dark.onnx"]["patch_accuracy"] > rows["const.onnx"]["patch_accuracy"]
+    # the constant model reports every pixel; the dark one only the squares around the blots
+    assert rows["const.onnx"]["good_area_flagged"] == 1.0 and rows["dark.onnx"]["good_area_flagged"] < 0.05
     # FLOPs counted from the graph: the constant model's only MACs are its 1x1 conv on the 16 px grid
     assert rows["const.onnx"]["macs_per_tile"] == 3 * (256 // 16) ** 2
     assert rows["dark.onnx"]["macs_per_tile"] > rows["const.onnx"]["macs_per_tile"]

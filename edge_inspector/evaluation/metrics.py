@@ -155,7 +155,8 @@ class PixelStats:
             "iou_mean": float(np.mean(self.iou)) if self.iou else None,
             "images_in_mean": len(self.dice), "images_both_empty": self.both_empty,
             "auroc": auroc_hist(self.pos, self.neg), "aupro_30": aupro_hist(self.neg, self.pro, self.regions),
-            "gt_regions": self.regions, "gt_px": self.gt, "pred_px": self.pred,
+            "gt_regions": self.regions, "gt_px": self.gt, "pred_px": self.pred, "inter_px": self.inter,
+            "px": int(self.pos.sum() + self.neg.sum()),
         }
 
     def image(self) -> dict[str, Any]:

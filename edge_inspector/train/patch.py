@@ -72,8 +72,8 @@ def patch_report(prob: np.ndarray, lab: np.ndarray) -> dict[str, Any]:
             "defective": int(y.sum())}
 
 
-def train_mlp(train: list, val: list, s: PatchSettings, steps: int, seed: int, hidden: int = 50
-              ) -> tuple[Any, dict[str, Any]]:
+def train_mlp(train: list, val: list, s: PatchSettings, steps: int, seed: int, lr: float = 3e-3,
+              hidden: int = 50) -> tuple[Any, dict[str, Any]]:
     import torch
     import torch.nn.functional as F
 
@@ -85,7 +85,7 @@ def train_mlp(train: list, val: list, s: PatchSettings, steps: int, seed: int, h
     vfeat = [(block_features(img[None], s)[0], lab) for img, lab in val]
     r = s.blocks // 2
     net = torch.nn.Sequential(torch.nn.Conv2d(nf, hidden, s.blocks), torch.nn.ReLU(), torch.nn.Conv2d(hidden, 1, 1))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     labs = np.concatenate([lab.ravel() for _, lab in feats])
     pos_w = float((labs == 0).sum() / max((labs == 1).sum(), 1))
     rng = np.random.default_rng(seed)
@@ -136,13 +136,17 @@ def cnn_net():
         def __init__(self) -> None:
             super().__init__()
             c = (16, 32, 48, 64)
+
+            def block(i: int, o: int, k: int, stride: int = 1) -> list[nn.Module]:
+                return [nn.Conv2d(i, o, k, stride=stride, padding=(k - 1) // 2 if stride == 1 else 0, bias=False),
+                        nn.BatchNorm2d(o), nn.ReLU()]
+
             self.body = nn.Sequential(
-                nn.Conv2d(3, c[0], 4, stride=4), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(c[0], c[1], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(c[2], c[3], 3, padding=1), nn.ReLU(),
-                nn.Conv2d(c[3], c[3], 3, padding=1), nn.ReLU(),
-                nn.Conv2d(c[3], 1, 1),
+                *block(3, c[0], 4, 4), nn.MaxPool2d(2),
+                *block(c[0], c[1], 3), nn.MaxPool2d(2),
+                *block(c[1], c[2], 3), nn.MaxPool2d(2),
+                *block(c[2], c[3], 3), *block(c[3], c[3], 3),
+                nn.Dropout2d(0.2), nn.Conv2d(c[3], 1, 1),
             )
 
         def forward(self, x: "torch.Tensor") -> "torch.Tensor":  # float NCHW in 0..1 -> logits (N, 1, h, w)
@@ -159,16 +163,16 @@ def cnn_net():
     return PatchCNN(), Deployed
 
 
-def train_cnn(train: list, val: list, s: PatchSettings, steps: int, seed: int, crop: int = 320
-              ) -> tuple[Any, dict[str, Any]]:
+def train_cnn(train: list, val: list, s: PatchSettings, steps: int, seed: int, lr: float = 1e-3,
+              crop: int = 320) -> tuple[Any, dict[str, Any]]:
     import onnx
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     net, Deployed = cnn_net()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     labs = np.concatenate([lab.ravel() for _, lab in train])
     pos_w = float((labs == 0).sum() / max((labs == 1).sum(), 1))
     rng = np.random.default_rng(seed)
@@ -208,7 +212,7 @@ def train_cnn(train: list, val: list, s: PatchSettings, steps: int, seed: int, c
         loss.backward()
         opt.step()
         sched.step()
-        if step % 150 == 0 or step == steps:
+        if step % 100 == 0 or step == steps:
             rep = evaluate()
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), **rep}), flush=True)
             if (rep["auroc"] or 0) > best[0]:
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--synthetic", type=int, default=300, help="synthetic hide patches of 320 px (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, help="learning rate (default: mlp 3e-3, cnn 1e-3)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--install", action="store_true", help=f"copy the model over edge_inspector/models/ ({INSTALL})")
     a = ap.parse_args(argv)
@@ -252,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         train += synth_items(a.synthetic, s, a.seed)
     print(f"{len(train)} training images/patches, {len(val)} val photos ({time.time() - t0:.0f} s)", flush=True)
     fn = train_mlp if a.family == "mlp" else train_cnn
-    model, info = fn(train, val, s, a.steps, a.seed)
+    model, info = fn(train, val, s, a.steps, a.seed, a.lr or (3e-3 if a.family == "mlp" else 1e-3))
+    info["lr"] = a.lr or (3e-3 if a.family == "mlp" else 1e-3)
     info.update({"data": str(a.data), "synthetic_patches": a.synthetic, "seconds": round(time.time() - t0, 1)})
     a.out.mkdir(parents=True, exist_ok=True)
     onnx.save(model, a.out / "model.onnx")
