@@ -67,7 +67,8 @@ def mlp_model(s: PatchSettings, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, 
 def add_metadata(model: onnx.ModelProto, s: PatchSettings, *, family: str, threshold: float,
                  info: dict[str, Any], min_area_px: int | None = None) -> None:
     """The contract keys of a patch model (see the module doc)."""
-    spec = {PATCH_SCORES: PATCH_SCORES, "stride": s.stride, "family": family, "patch": s.spec()}
+    grid = s.spec() if family == "edge-mlp" else {"stride": s.stride, "report_px": s.report_px}  # no edge features
+    spec = {PATCH_SCORES: PATCH_SCORES, "stride": s.stride, "family": family, "patch": grid}
     meta = {
         "kind": "patch",
         "classes": json.dumps(CLASSES),
