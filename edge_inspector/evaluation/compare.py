@@ -10,13 +10,16 @@ Per model, with the model's own settings (threshold, min_area_px):
   ``python -m edge_inspector.evaluation.pasted`` builds): pixel AUROC and pooled Dice;
 - a synthetic recording (``--recording`` + ``--station``): ``replay`` then ``eval`` against its
   ``.gt.json``: end-to-end recall and precision;
-- cost: tiles/s of the model alone (``Model.run_maps``) on one ``--tile-px`` tile of leather-like
-  noise with 2 CPU threads (``--runs`` timed runs after a warm-up; printed, a figure of this
-  machine), file size, and multiply-accumulates per tile counted from the graph (``graph_macs``).
+- cost: tiles/s of the model alone (``Model.run_maps``, ONNX Runtime) on one ``--tile-px`` tile of
+  leather-like noise with 2 CPU threads (``--runs`` timed runs after a warm-up; printed, a figure
+  of this machine at that moment), file size, and multiply-accumulates per tile counted from the
+  graph (``graph_macs``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import time
@@ -41,11 +44,14 @@ def model_file(spec: str) -> Path:
     return builtin_path(spec) if spec.startswith("builtin:") else Path(spec)
 
 
-def graph_macs(path: Path, tile: int) -> int | None:
-    """Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm for one ``tile`` x ``tile`` input
-    (batch 1; the input's free dims fixed by its layout: NHWC when the last dim is 1 or 3, else NCHW;
-    a fixed input size is kept), from ONNX shape inference. None when shapes cannot be inferred."""
-    m = onnx.load(str(path))
+MAC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+POOL_OPS = ("AveragePool", "MaxPool", "LpPool")
+MEASURE_PX = 512  # tile of the fallback that runs the graph when shape inference cannot size it
+
+
+def _fix_input(m: onnx.ModelProto, tile: int) -> tuple[str, list[int]]:
+    """Set the image input's free dims for one ``tile`` x ``tile`` tile (batch 1; NHWC when the last
+    dim is 1 or 3, else NCHW; a fixed input size is kept); (input name, its shape)."""
     inits = {i.name for i in m.graph.initializer}
     inp = next(i for i in m.graph.input if i.name not in inits)
     dims = inp.type.tensor_type.shape.dim
@@ -55,35 +61,80 @@ def graph_macs(path: Path, tile: int) -> int | None:
         if not d.HasField("dim_value") or d.dim_value <= 0:
             d.Clear()
             d.dim_value = w
-    try:
-        m = shape_inference.infer_shapes(m, data_prop=True)
-    except Exception:  # noqa: BLE001 - an op onnx cannot infer: no figure rather than a wrong one
-        return None
-    shapes: dict[str, list[int]] = {}
-    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-    for i in m.graph.initializer:
-        shapes[i.name] = list(i.dims)
+    return inp.name, [d.dim_value for d in dims]
+
+
+def _count(m: onnx.ModelProto, shapes: dict[str, list[int]]) -> int | None:
+    """MACs of ``MAC_OPS`` + window adds of ``POOL_OPS`` from known tensor shapes; None if one is unknown."""
     total = 0
     for node in m.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+        if node.op_type not in MAC_OPS + POOL_OPS:
             continue
         ins = [shapes.get(x) for x in node.input[:2]]
         out = shapes.get(node.output[0])
-        if not out or any(not s for s in ins) or 0 in out or any(0 in s for s in ins if s):
+        need = ins[:1] if node.op_type in POOL_OPS else ins
+        if not out or 0 in out or any(not s or 0 in s for s in need):
             return None
-        if node.op_type == "Conv":
-            w = ins[1]
-            total += int(np.prod(out)) * int(np.prod(w[1:]))
+        if node.op_type in POOL_OPS:
+            k = next(a.ints for a in node.attribute if a.name == "kernel_shape")
+            total += int(np.prod(out)) * int(np.prod(k))
+        elif node.op_type == "Conv":
+            total += int(np.prod(out)) * int(np.prod(ins[1][1:]))  # type: ignore[index]
         elif node.op_type == "ConvTranspose":
-            w = ins[1]
-            total += int(np.prod(ins[0])) * int(np.prod(w[1:]))
+            total += int(np.prod(ins[0])) * int(np.prod(ins[1][1:]))  # type: ignore[index]
         elif node.op_type == "MatMul":
-            total += int(np.prod(out)) * int(ins[0][-1])
+            total += int(np.prod(out)) * int(ins[0][-1])  # type: ignore[index]
         else:
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            total += int(np.prod(out)) * int(ins[0][0 if trans_a else 1])
+            total += int(np.prod(out)) * int(ins[0][0 if trans_a else 1])  # type: ignore[index]
     return total
+
+
+def _shapes(m: onnx.ModelProto) -> dict[str, list[int]]:
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+              for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
+    shapes.update({i.name: list(i.dims) for i in m.graph.initializer})
+    return shapes
+
+
+def graph_macs(path: Path, tile: int) -> tuple[int | None, str]:
+    """(multiply-accumulates per ``tile`` x ``tile`` tile, how they were counted): Conv,
+    ConvTranspose, MatMul and Gemm MACs plus the window adds of pooling, from ONNX shape inference;
+    where that cannot size a tensor (shapes computed at run time, e.g. a Pad from the input's size),
+    from the shapes of one ONNX Runtime run on a ``MEASURE_PX`` tile, scaled by the area (exact for
+    fully convolutional graphs). (None, reason) when neither works."""
+    m = onnx.load(str(path))
+    _fix_input(m, tile)
+    try:
+        n = _count(m, _shapes(shape_inference.infer_shapes(m, data_prop=True)))
+    except Exception:  # noqa: BLE001 - an op onnx cannot infer: try the run below
+        n = None
+    if n is not None:
+        return n, "shape inference"
+    import onnxruntime as ort
+
+    m = onnx.load(str(path))
+    name, shape = _fix_input(m, MEASURE_PX)
+    fixed = shape[1] if shape[-1] in (1, 3) else shape[2]
+    known = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    wanted = {x for nd in m.graph.node if nd.op_type in MAC_OPS + POOL_OPS for x in (nd.input[0], nd.output[0])}
+    inits = {i.name for i in m.graph.initializer}
+    for x in sorted(wanted - known - inits):
+        m.graph.output.append(onnx.ValueInfoProto(name=x))
+    try:
+        s = ort.InferenceSession(m.SerializeToString(), providers=CPU)
+        dtype = np.uint8 if m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8 else np.float32
+        outs = s.run(None, {name: np.full(shape, 128 if dtype == np.uint8 else 0.5, dtype)})
+    except Exception as e:  # noqa: BLE001 - a graph ONNX Runtime cannot run this way: say so
+        return None, f"not counted ({type(e).__name__})"
+    shapes = {o.name: list(v.shape) for o, v in zip(s.get_outputs(), outs)}
+    shapes.update({i.name: list(i.dims) for i in m.graph.initializer})
+    shapes[name] = shape
+    n = _count(m, shapes)
+    if n is None:
+        return None, "not counted"
+    scale = (tile / MEASURE_PX) ** 2 if fixed == MEASURE_PX else 1.0
+    return int(n * scale), f"measured at {MEASURE_PX} px, scaled by the area"
 
 
 def tiles_per_s(spec: str, tile: int, runs: int, threads: int = 2) -> tuple[float, int]:
@@ -102,18 +153,22 @@ def tiles_per_s(spec: str, tile: int, runs: int, threads: int = 2) -> tuple[floa
 
 def _family(model: Model) -> str:
     spec = model.decoder.spec
+    name = model.metadata.get("edge_inspector.name")
+    if name == "baseline":
+        return "classical"
     if model.kind == "patch":
         return f"patch ({spec.get('family', '?')})"
     if model.kind == "anomaly":
         return f"novelty ({spec.get('method') or spec.get('family') or 'anomaly map'})"
-    return model.kind
+    return f"{model.kind} ({name})" if name else model.kind
 
 
 def synthetic_e2e(spec: str, recording: Path, station: Path) -> dict[str, Any]:
-    """Replay ``recording`` with ``station`` and this model, then eval against its .gt.json."""
+    """Replay ``recording`` with ``station`` and this model, then eval against its .gt.json (their
+    printed reports are not shown; the station's ``[model]`` settings other than the path apply)."""
     from ..cli import main as cli
 
-    with tempfile.TemporaryDirectory(prefix="compare-") as d:
+    with tempfile.TemporaryDirectory(prefix="compare-") as d, contextlib.redirect_stdout(io.StringIO()):
         out, rep = Path(d) / "run", Path(d) / "eval.json"
         code = cli(["replay", str(recording), "--station", str(station), "--model", spec, "--out", str(out)])
         if code:
@@ -159,7 +214,7 @@ def compare(models: list[str], data: Path, *, split: str | None = "val", pasted:
             row["synthetic"] = synthetic_e2e(spec, recording, station)
         row["tiles_per_s"], row["timing_tile_px"] = tiles_per_s(spec, tile_px, runs)
         row["size_bytes"] = path.stat().st_size
-        row["macs_per_tile"] = graph_macs(path, row["timing_tile_px"])
+        row["macs_per_tile"], row["macs_counted_by"] = graph_macs(path, row["timing_tile_px"])
         rows.append(row)
     return {
         "data": {"real": str(real.root), "split": real.split, "photos": len(real.samples),
