@@ -183,3 +183,27 @@ def test_compare_models_table(tmp_path: Path, capsys) -> None:
     assert rows["const.onnx"]["macs_counted_by"] == "shape inference"
     assert rows["dark.onnx"]["macs_per_tile"] > rows["const.onnx"]["macs_per_tile"]
     assert rows["dark.onnx"]["size_bytes"] == a.stat().st_size and rows["dark.onnx"]["tiles_per_s"] > 0
+
+
+def test_macs_of_a_graph_shape_inference_cannot_size(tmp_path: Path) -> None:
+    """Pads known only at run time (from the pixels): the count runs the graph on a small tile and
+    scales by the area; a 1 x 1 conv from 3 to 4 channels costs 12 MACs per pixel."""
+    from edge_inspector.evaluation.compare import graph_macs
+
+    n = helper.make_node
+    nodes = [n("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             n("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2]),
+             n("ReduceMin", ["x"], ["lo"], keepdims=0),
+             n("Mul", ["lo", "zero"], ["z"]),
+             n("Cast", ["z"], ["zi"], to=TensorProto.INT64),
+             n("Expand", ["zi", "eight"], ["pads"]),
+             n("Pad", ["x", "pads"], ["xp"]),
+             n("Conv", ["xp", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.array([8], np.int64), "eight"),
+             numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")]
+    g = helper.make_graph(nodes, "runtime-pads", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", "h", "w", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "g.onnx")
+    assert graph_macs(tmp_path / "g.onnx", 1024) == (12 * 1024 * 1024, "measured at 512 px, scaled by the area")
