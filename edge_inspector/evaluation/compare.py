@@ -159,7 +159,7 @@ def _family(model: Model) -> str:
     if model.kind == "patch":
         return f"patch ({spec.get('family', '?')})"
     if model.kind == "anomaly":
-        return f"novelty ({spec.get('method') or spec.get('family') or 'anomaly map'})"
+        return f"novelty ({spec.get('method') or name or 'anomaly map'})"
     return f"{model.kind} ({name})" if name else model.kind
 
 
@@ -247,7 +247,7 @@ def format_table(rep: dict[str, Any]) -> str:
     L = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["name"], r["family"], _f(r["threshold"], ".2f"), _f(r["box_recall"]),
-                 _f(r["false_blobs_per_photo"], ".2f"), _f(r["good_area_flagged"]), _f(r["map50_agnostic"]),
+                 _f(r["false_blobs_per_photo"], ".2f"), _f(r["good_area_flagged"]), _f(r["map50_agnostic"], ".4f"),
                  "-" if r["patch_accuracy"] is None else f"{_f(r['patch_accuracy'])} / {_f(r['patch_auroc'])}"]
         if pasted:
             cells.append(f"{_f(r.get('pixel_auroc_pasted'))} / {_f(r.get('dice_pasted'))}")
