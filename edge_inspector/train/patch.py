@@ -176,7 +176,7 @@ def train_cnn(train: list, val: list, s: PatchSettings, steps: int, seed: int, l
     labs = np.concatenate([lab.ravel() for _, lab in train])
     pos_w = float((labs == 0).sum() / max((labs == 1).sum(), 1))
     rng = np.random.default_rng(seed)
-    g = crop // s.stride
+    g = min(crop // s.stride, *(min(lab.shape) for _, lab in train))  # crops fit the smallest image
 
     def batch(n: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
