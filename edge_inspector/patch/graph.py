@@ -76,7 +76,9 @@ def add_metadata(model: onnx.ModelProto, s: PatchSettings, *, family: str, thres
                              "color": "RGB", "multiple": s.stride}),
         "output": json.dumps(spec),
         "score_threshold": f"{threshold:.4g}",
-        "min_area_px": str(min_area_px if min_area_px is not None else s.report_px ** 2 // 2),
+        # one cell: a single patch is a defect (the station's squares are larger anyway; calibrate and
+        # eval-model's dense view count the cells)
+        "min_area_px": str(min_area_px if min_area_px is not None else s.stride ** 2),
         "mm_per_px": "0.37",
         # a steep sigmoid on the Sobel magnitude: bf16 would move edge pixels across the threshold
         "cpu_precision": "f32",
