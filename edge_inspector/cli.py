@@ -221,6 +221,18 @@ def cmd_eval_model(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_models(a: argparse.Namespace) -> int:
+    from .evaluation.compare import compare, format_table
+
+    rep = compare(a.models, Path(a.data), split=a.split, pasted=Path(a.pasted) if a.pasted else None,
+                  recording=Path(a.recording) if a.recording else None,
+                  station=Path(a.station) if a.station else None, tile_px=a.tile_px, runs=a.runs, limit=a.limit,
+                  progress=lambda m: print(f"compare-models: {m}", file=sys.stderr, flush=True))
+    print(format_table(rep), end="")
+    Path(a.json).write_text(json.dumps(rep, indent=2) + "\n")
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from .bench import bench, summary_line
 
@@ -401,6 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=4, help="tiles per model call (default 4)")
     s.add_argument("--json", help="also write the report as JSON here")
     s.set_defaults(fn=cmd_eval_model)
+
+    s = sub.add_parser("compare-models", help="every model family side by side on the same photos, pasted masks and"
+                       " synthetic recording: one table (docs/models.md)")
+    s.add_argument("models", nargs="+", type=model_arg, help="ONNX files or builtin:NAME")
+    s.add_argument("--data", required=True, help="YOLO-layout photos (box recall, false blobs, mAP50, patch accuracy)")
+    s.add_argument("--split", default="val", help="split of --data (default val)")
+    s.add_argument("--pasted", help="MVTec-layout folder with exact masks (python -m edge_inspector.evaluation.pasted):"
+                   " pixel AUROC / Dice")
+    s.add_argument("--recording", help="synthetic .raw with its .gt.json: replay + eval per model (needs --station)")
+    s.add_argument("--station", help="station TOML for the replay")
+    s.add_argument("--tile-px", type=int, default=2048, help="tile for tiles/s and MACs (default 2048)")
+    s.add_argument("--runs", type=int, default=3, help="timed runs per model (default 3)")
+    s.add_argument("--limit", type=int, help="evaluate this many images per dataset")
+    s.add_argument("--json", default="compare-models.json", help="write the report here (default compare-models.json)")
+    s.set_defaults(fn=cmd_compare_models)
 
     s = sub.add_parser("calibrate", help="set the station's score threshold from known-good leather for a budget"
                        " of false defects per m2; writes STATION.calibration.json (docs/models.md)")

@@ -147,7 +147,8 @@ class HideDetection(BaseModel):
 
 
 # what a station's [model] outputs may name (the decoders' OUTPUT_KEYS, inference/decoders.py)
-OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes")
+OUTPUT_ROLES = ("anomaly_map", "pred_score", "pred_mask", "class_map", "score_map", "logits", "boxes",
+                "patch_scores")
 
 
 _SERVER_URL = re.compile(r"^grpc://(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
@@ -164,7 +165,7 @@ def parse_server_url(url: str) -> tuple[str, int]:
 class ModelCfg(BaseModel):
     model_config = _STRICT
     path: str = Field("builtin:default", description="ONNX file, or builtin:default / builtin:baseline")
-    decoder: Literal["auto", "segmentation", "detection", "anomaly", "classification", "yolo"] = "auto"
+    decoder: Literal["auto", "segmentation", "detection", "anomaly", "classification", "yolo", "patch"] = "auto"
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )

@@ -155,7 +155,8 @@ class PixelStats:
             "iou_mean": float(np.mean(self.iou)) if self.iou else None,
             "images_in_mean": len(self.dice), "images_both_empty": self.both_empty,
             "auroc": auroc_hist(self.pos, self.neg), "aupro_30": aupro_hist(self.neg, self.pro, self.regions),
-            "gt_regions": self.regions, "gt_px": self.gt, "pred_px": self.pred,
+            "gt_regions": self.regions, "gt_px": self.gt, "pred_px": self.pred, "inter_px": self.inter,
+            "px": int(self.pos.sum() + self.neg.sum()),
         }
 
     def image(self) -> dict[str, Any]:
@@ -233,4 +234,38 @@ class BoxStats:
             "n": n, "found": found, "recall": ratio(found, n), "class_aware": class_aware,
             "per_class": per_class, "blobs": self.blobs, "false_blobs": self.false_blobs,
             "false_blobs_per_image": ratio(self.false_blobs, self.images),
+        }
+
+
+@dataclass
+class PatchStats:
+    """Patch classifiers (``eval-model`` on a ``patch`` model): every patch of the model's own grid
+    labelled from the boxes / masks by ``patch.labels.cell_labels`` (ambiguous patches left out),
+    predicted defective when its probability reaches the threshold: accuracy, the confusion matrix
+    (rows: truth good, defect; columns: predicted good, defect), precision / recall of the defect
+    class, and the patch AUROC."""
+
+    threshold: float
+    stride: int
+    report_px: int
+    probs: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, prob: np.ndarray, label: np.ndarray) -> None:
+        keep = label >= 0
+        self.probs.append(prob[keep].astype(np.float32))
+        self.labels.append(label[keep] == 1)
+
+    def report(self) -> dict[str, Any]:
+        p = np.concatenate(self.probs) if self.probs else np.zeros(0, np.float32)
+        y = np.concatenate(self.labels) if self.labels else np.zeros(0, bool)
+        pred = p >= self.threshold
+        tn, fp = int((~y & ~pred).sum()), int((~y & pred).sum())
+        fn, tp = int((y & ~pred).sum()), int((y & pred).sum())
+        return {
+            "stride": self.stride, "report_px": self.report_px, "patches": len(y), "defective": int(y.sum()),
+            "accuracy": ratio(tp + tn, len(y)), "confusion": [[tn, fp], [fn, tp]],
+            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "auroc": auroc(p, y),
+            "labels": "patch.labels.cell_labels: defective when a box covers 25 % of the patch's square or of"
+                      " itself, good when none touches it, ambiguous (left out) otherwise",
         }

@@ -33,13 +33,14 @@ import numpy as np
 from ..config import ModelCfg, load_station
 from ..errors import InputError
 from ..detections import Detections
-from ..inference.decoders import AnomalyDecoder, Decoder, YoloDecoder
+from ..inference.decoders import AnomalyDecoder, Decoder, PatchDecoder, YoloDecoder
 from ..inference.maps import DenseMaps
 from ..inference.model import Model
 from ..tile import column_starts
 from .boxmap import BoxAP, stitch
 from .datasets import Dataset, Sample, ground_truth, read_image, read_labels, subset
-from .metrics import BoxStats, PixelStats, ratio
+from ..patch.labels import cell_labels, mask_boxes
+from .metrics import BoxStats, PatchStats, PixelStats, ratio
 
 MAX_TILE = 2048
 STATION_OVERLAP = 128
@@ -142,6 +143,18 @@ def label_boxes(sample: Sample, hw: tuple[int, int], n_names: int) -> np.ndarray
     return np.clip(xyxy * [w, h, w, h], 0, [w, h, w, h]).reshape(-1, 4)
 
 
+def patch_cells(score: np.ndarray, boxes: np.ndarray, stride: int, report_px: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, label) of every patch of a patch model's grid laid from the image origin: the
+    stitched score at each cell's centre (tile origins off the stride fall back to the max over the
+    overlap, as the score map does) and ``cell_labels`` of the boxes."""
+    hw = score.shape[:2]
+    gh, gw = hw[0] // stride, hw[1] // stride
+    c = stride // 2
+    prob = score[c : gh * stride : stride, c : gw * stride : stride]
+    return prob, cell_labels(boxes, hw, stride, report_px)
+
+
 def load_model(model_path: str | None, station_path: str | None) -> Model:
     """The model to evaluate: ``model_path`` (default the station's, else builtin:default) with
     the station's ``[model]`` settings (decoder, providers, thresholds) when a station is given."""
@@ -169,7 +182,7 @@ def _tile_for(model: Model, hw: tuple[int, int], tile: int | None, overlap: int 
 def anomaly_scaling(model: Model, samples: list[Sample], tile: int | None, overlap: int | None,
                     batch: int) -> tuple[tuple[float, float] | None, str]:
     """How anomaly maps are brought to [0, 1]: metadata, as is, or min-max over ``samples``."""
-    if not isinstance(model.decoder, AnomalyDecoder):
+    if not isinstance(model.decoder, AnomalyDecoder) or isinstance(model.decoder, PatchDecoder):
         return None, "-"
     if {"min", "max"} <= model.decoder.spec.keys():
         return None, "metadata min/max"
@@ -209,6 +222,8 @@ def evaluate_model(
     box_ap = BoxAP(dataset.names, model.class_names,
                    "detector boxes" if isinstance(model.decoder, YoloDecoder) else "bounding boxes of the decoded blobs",
                    detect[0].score_threshold, thr) if detect is not None else None
+    dec = model.decoder
+    patches = PatchStats(thr, dec.stride, dec.report_px) if isinstance(dec, PatchDecoder) else None
     groups: dict[str, dict[str, Any]] = {}
     tiles, model_s, tile_sizes, overlaps = 0, 0.0, set(), set()
     t0 = time.perf_counter()
@@ -228,6 +243,9 @@ def evaluate_model(
             boxes.add(pred, gt, cls_map, cls, box_px)
         if box_ap is not None and dets is not None:
             box_ap.add(label_boxes(s, hw, len(dataset.names)), cls, *dets)
+        if patches is not None:
+            patches.add(*patch_cells(score, label_boxes(s, hw, len(dataset.names)) if yolo else mask_boxes(gt),
+                                     patches.stride, patches.report_px))
         g = groups.setdefault(s.group, {"images": 0, "flagged": 0, "dice": []})
         g["images"] += 1
         g["flagged"] += int(px.image_score[-1] >= thr)
@@ -259,6 +277,8 @@ def evaluate_model(
     }
     if boxes is not None:
         report["boxes"] = boxes.report()
+    if patches is not None:
+        report["patch"] = patches.report()
     if box_ap is not None:
         report["detection"] = box_ap.report()
     else:

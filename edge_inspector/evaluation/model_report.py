@@ -40,6 +40,13 @@ def format_report(r: dict[str, Any]) -> str:
         for name, c in b["per_class"].items():
             L.append(f"  {name:<20}{c['n']:>6}{c['found']:>7}{_f(c['recall']):>8}"
                      + (f"{c['found_same_class']:>12}" if b["class_aware"] else ""))
+    if "patch" in r:
+        q = r["patch"]
+        (tn, fp), (fn, tp) = q["confusion"]
+        L += ["", f"Patches accuracy {_f(q['accuracy'])}   precision {_f(q['precision'])}   recall {_f(q['recall'])}"
+                  f"   AUROC {_f(q['auroc'])}   ({q['patches']} patches, {q['defective']} defective; stride"
+                  f" {q['stride']} px, squares of {q['report_px']} px)",
+              f"        confusion (truth \\ predicted)   good: {tn} good, {fp} defect   defect: {fn} good, {tp} defect"]
     if "detection" in r:
         L += [""] + detection_lines(r["detection"])
     if "per_type" in r:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+import cv2
 import numpy as np
 
 from ..detections import Detections, nms, rasterise
@@ -377,6 +378,87 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
         return np.clip(a, 0, 1)
 
 
+class PatchDecoder(AnomalyDecoder):
+    """Patch classifiers (``edge_inspector/patch``): ``patch_scores`` (N, 1, gh, gw), the probability
+    that the patch on each cell of a grid at ``stride`` px is defective; ``spec["patch"]`` holds the
+    grid (``report_px``: the square reported per patch, centred on its cell; default the stride).
+
+    A region = the patches at or above the threshold that touch, outline = the union of their
+    squares, score = the highest probability in it, class "defect". ``to_dense``: each cell's
+    probability over its stride x stride block (eval-model's patch grid); ``reported``: the union
+    of the squares of the patches at or above the threshold.
+    """
+
+    name = "patch"
+    OUTPUT_KEYS = ("patch_scores",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        grid = dict(self.spec.get("patch") or {})
+        stride = self.spec.get("stride", grid.get("stride"))
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"a patch model's output spec needs \"stride\" (px between patch centres, an"
+                             f" integer >= 1), got {stride!r}")
+        report = grid.get("report_px", stride)
+        if isinstance(report, bool) or not isinstance(report, int) or report < stride or (report - stride) % 2:
+            raise ValueError(f"output 'patch' 'report_px' must be an integer >= the stride ({stride}) by an even"
+                             f" number of px, got {report!r}")
+        self.stride, self.report_px = stride, report
+        self.margin = (report - stride) // 2
+
+    def check_outputs(self, outputs, batch, tile_hw):
+        name, x = _only_or(outputs, self.spec, "patch_scores", "patch_scores")
+        if x.dtype.kind != "f":
+            raise OutputMismatch(f"output {name!r} is {x.dtype}; patch scores are probabilities (float)")
+        hw = _per_tile_map(name, x, batch, "the patch scores")
+        want = (tile_hw[0] // self.stride, tile_hw[1] // self.stride)
+        if hw != want or tile_hw[0] % self.stride or tile_hw[1] % self.stride:
+            raise OutputMismatch(f"output {name!r} is a {hw[0]} x {hw[1]} patch grid; a {tile_hw[0]} x"
+                                 f" {tile_hw[1]} tile at stride {self.stride} needs {want[0]} x {want[1]}"
+                                 " (the tile must be a multiple of the stride)")
+
+    def to_maps(self, outputs, batch, tile_hw):
+        name, x = _only_or(outputs, self.spec, "patch_scores", "patch_scores")
+        amap = np.asarray(x, np.float32).reshape(batch, *x.shape[-2:])
+        return AnomalyMaps(tile_hw, amap, None, None, self.stride)
+
+    def _cells(self, grid: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
+        """(gh, gw) -> (H, W): each cell's value over its stride x stride block."""
+        s = self.stride
+        up = np.repeat(np.repeat(grid, s, axis=0), s, axis=1)
+        out = np.zeros(tile_hw, np.float32)
+        h, w = min(tile_hw[0], up.shape[0]), min(tile_hw[1], up.shape[1])
+        out[:h, :w] = up[:h, :w]
+        return out
+
+    def _squares(self, x: np.ndarray) -> np.ndarray:
+        """(H, W) per-cell values -> the max over each pixel's patch squares (union of squares)."""
+        if not self.margin:
+            return x
+        k = 2 * self.margin + 1
+        return cv2.dilate(x, np.ones((k, k), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def to_detections(self, maps):
+        out = []
+        for g in maps.anomaly_map:  # type: ignore[union-attr]
+            if not (g >= self.score_threshold).any():
+                out.append(Detections.empty())
+                continue
+            sq = self._squares(self._cells(g, maps.tile_hw))
+            label = (sq >= self.score_threshold).view(np.uint8)
+            out.append(components(label, sq, scale_yx=(1.0, 1.0), score_threshold=self.score_threshold,
+                                  min_area_px=self.min_area_px, n_classes=1))
+        return out
+
+    def to_dense(self, maps, *, anomaly_range=None, raw=False):
+        cells = np.stack([self._cells(g, maps.tile_hw) for g in maps.anomaly_map])  # type: ignore[union-attr]
+        return DenseMaps(cells if raw else np.clip(cells, 0, 1), None)
+
+    def reported(self, score):
+        hit = (score >= self.score_threshold).view(np.uint8)
+        return self._squares(hit).astype(bool) if self.margin else hit.astype(bool)
+
+
 class ClassificationDecoder(Decoder[TileScores]):
     """(N, nc) logits or probabilities for a whole tile: one box = the tile when the top class is
     not the "good" class (named "good"/"ok"/"normal"/"background", else index 0). ``class_id``
@@ -456,6 +538,7 @@ DECODERS: dict[str, type[Decoder[Any]]] = {
     "detection": YoloDecoder,
     "anomaly": AnomalyDecoder,
     "classification": ClassificationDecoder,
+    "patch": PatchDecoder,
 }
 
 # edge_inspector.kind -> decoder name
@@ -464,4 +547,5 @@ KIND_DECODER: dict[str, str] = {
     "detection": "yolo",
     "anomaly": "anomaly",
     "classification": "classification",
+    "patch": "patch",
 }

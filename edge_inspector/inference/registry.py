@@ -37,6 +37,10 @@ BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel("attention-unet-int8", "attention_unet_int8.onnx",
                  "attention-unet in int8 (static QDQ, per channel, calibrated on synthetic and real tiles)"),
     BuiltinModel("unet-int8", "unet_int8.onnx", "unet in int8, made the same way (MinMax calibration)"),
+    # patch classifiers (python -m edge_inspector.train.patch; docs/models.md "Patch classifiers")
+    BuiltinModel("patch-mlp", "patch_mlp.onnx", "edge features (Sobel edge pixels, 5 x 5 block statistics) + MLP"
+                 " per 32 px patch"),
+    BuiltinModel("patch-cnn", "patch_cnn.onnx", "small AlexNet-style fully convolutional patch classifier"),
 )
 
 # name -> file, in table order (a view of BUILTINS)
