@@ -101,9 +101,13 @@ def test_baseline_metadata_contract(baseline: Model):
     assert raw["score_map"].shape == (1, 128, 160) and raw["score_map"].dtype == np.uint8
 
 
-def test_default_model_is_the_attention_unet_and_every_builtin_loads():
+def test_default_model_is_the_pretrained_encoder_unet_and_every_builtin_loads():
     m = Model.load(ModelCfg(path="builtin:default", providers=CPU))
-    assert DEFAULT_MODEL == "attention-unet" and m.path == BUILTIN_MODELS["attention-unet"]
+    assert DEFAULT_MODEL == "lite0-attention-unet" and m.path == BUILTIN_MODELS["lite0-attention-unet"]
+    assert m.metadata["edge_inspector.name"] == "lite0-attention-unet" and m.kind == "segmentation"
+    # chosen on the real val photos (best recall at <= 0.5 false blobs per photo), core and extent
+    assert m.score_threshold == 0.84 and m.min_area_px == 32 and m.decoder.extent == 0.4
+    assert json.loads(m.metadata["edge_inspector.training"])["config"]["encoder"] == "lite0"
     assert Model.load(ModelCfg(path="builtin:baseline", providers=CPU)).path == BASELINE_PATH
     for name in BUILTIN_MODELS:
         b = Model.load(ModelCfg(path=f"builtin:{name}", providers=CPU))

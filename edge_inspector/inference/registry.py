@@ -30,7 +30,10 @@ class BuiltinModel:
 BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel("baseline", "baseline.onnx",
                  "classical, brightness only (python -m edge_inspector.inference.baseline)"),
-    BuiltinModel("attention-unet", "attention_unet.onnx", "learned (edge_inspector/train)"),
+    BuiltinModel("lite0-attention-unet", "lite0_attention_unet.onnx",
+                 "Attention U-Net on an ImageNet-pretrained EfficientNet-Lite0 encoder (the default, real leather)"),
+    BuiltinModel("attention-unet", "attention_unet.onnx", "learned (edge_inspector/train), own small encoder;"
+                 " the default until 2026-12-02 and the synthetic demo's model"),
     BuiltinModel("attention-unet-fp16", "attention_unet_fp16.onnx", "the same in float16, for GPUs"),
     BuiltinModel("unet", "unet.onnx", "plain U-Net trained the same way, for comparison"),
     # int8 static QDQ of the two rows above (python -m edge_inspector.train.quantize; docs/performance.md)
@@ -46,9 +49,10 @@ BUILTINS: tuple[BuiltinModel, ...] = (
 # name -> file, in table order (a view of BUILTINS)
 BUILTIN_MODELS: dict[str, Path] = {m.name: m.path for m in BUILTINS}
 
-# The station default ("builtin:default"): the learned Attention U-Net (edge_inspector/train,
-# docs/models.md); the classical baseline stays selectable as builtin:baseline.
-DEFAULT_MODEL = "attention-unet"
+# The station default ("builtin:default"): the Attention U-Net on a pretrained EfficientNet-Lite0
+# encoder, the best on real leather (docs/models.md); builtin:attention-unet (the default until
+# 2026-12-02, better on the synthetic demo's leather) and builtin:baseline stay selectable.
+DEFAULT_MODEL = "lite0-attention-unet"
 
 
 def builtin_path(path: str) -> Path:
