@@ -279,7 +279,11 @@ def export(net: Detector, class_names: list[str], path: Path, *, name: str = "da
     return path
 
 
-from .detector_train import main  # noqa: E402  (the CLI; re-exported for ``python -m``)
+def main(argv: list[str] | None = None) -> None:
+    """The CLI (``detector_train.main``)."""
+    from .detector_train import main as train_main
+    train_main(argv)
+
 
 if __name__ == "__main__":
     main()
