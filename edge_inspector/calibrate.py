@@ -38,6 +38,7 @@ import structlog
 
 from .config import Station
 from .errors import InputError
+from .inference.components import core_extent_count
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,9 @@ class GoodLeather:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))  # pooled px on leather
     sources: list[dict[str, Any]] = field(default_factory=list)
     tiles: int = 0
+    # a model decoded by core and extent (``inference.components``): count its defects the way the
+    # station reports them; else components of the score at or above the threshold
+    extent: float | None = None
 
     def add(self, score: np.ndarray, leather: np.ndarray, mm2_per_px: float, min_area_px: float) -> None:
         """One pooled score map (H, W) float and its leather mask (H, W) bool."""
@@ -87,6 +91,9 @@ class GoodLeather:
             above = (s >= t).astype(np.uint8)
             if not above.any():
                 break  # higher thresholds find nothing either
+            if self.extent is not None:
+                self.false_blobs[i] += core_extent_count(s, float(t), self.extent, min_area_px)
+                continue
             n, _, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
             self.false_blobs[i] += int((stats[1:, cv2.CC_STAT_AREA] >= min_area_px).sum())
 
@@ -288,7 +295,7 @@ def calibrate(
     cfg = station.model.model_copy(update={"path": model_path} if model_path else {})
     model = Model.load(cfg, resolve=station.resolve)
     channels = model.input_channels or station.camera.channels
-    good = GoodLeather()
+    good = GoodLeather(extent=getattr(model.decoder, "extent", None))
     t0 = time.perf_counter()
     for src in good_sources:
         prog = (lambda d, t, s=src: progress(s.name, d, t)) if progress else None

@@ -151,3 +151,24 @@ def test_bad_calibration_input_is_named(station_file, tmp_path) -> None:
         assert str(bad) in str(e.value)
     finally:
         bad.unlink()
+
+
+def test_good_leather_counts_defects_the_way_the_station_reports_them():
+    """With a core-and-extent model, two sure cores joined by their extent are one false defect."""
+    import numpy as np
+
+    from edge_inspector.calibrate import THRESHOLDS, GoodLeather
+
+    s = np.zeros((40, 60), np.float32)
+    s[10:20, 5:45] = 0.5          # one extent ...
+    s[12:17, 8:13] = 0.9          # ... holding two cores of 25 px
+    s[12:17, 35:40] = 0.9
+    s[30, 50] = 0.95              # a single sure pixel: no core of 4 px
+    leather = np.ones(s.shape, bool)
+    plain, station = GoodLeather(), GoodLeather(extent=0.4)
+    plain.add(s, leather, 1.0, 4)
+    station.add(s, leather, 1.0, 4)
+    i = int(np.flatnonzero(np.isclose(THRESHOLDS, 0.8))[0])
+    assert plain.false_blobs[i] == 2 and station.false_blobs[i] == 1
+    k = int(np.flatnonzero(np.isclose(THRESHOLDS, 0.45))[0])  # below the extent level: one blob either way
+    assert plain.false_blobs[k] == 1 and station.false_blobs[k] == 1

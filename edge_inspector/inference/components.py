@@ -204,6 +204,12 @@ def core_extent_pixels(score: np.ndarray, score_threshold: float, extent: float,
     return lut[lab]
 
 
+def core_extent_count(score: np.ndarray, score_threshold: float, extent: float, min_area_px: float) -> int:
+    """How many defects ``components(..., extent=...)`` reports on a score map (``calibrate``)."""
+    found = _found(score, None, score_threshold, min(extent, score_threshold), min_area_px, None)
+    return 0 if found is None else len(found[2])
+
+
 def _core_extent(label_map: np.ndarray, score_map: np.ndarray, scale_yx: tuple[float, float],
                  score_threshold: float, min_area_px: float, score_scale: float, polygons: bool,
                  large: tuple[float, float] | None, extent: float) -> Detections:
