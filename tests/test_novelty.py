@@ -62,8 +62,10 @@ def learned(request, good_folder, tmp_path_factory) -> tuple[str, Path, dict]:
 
 def test_learn_good_from_four_images_writes_a_model_with_the_contract(learned) -> None:
     method, path, rep = learned
-    assert rep["units"] == 4 and rep["holdout_units"] == 1 and rep["patches"] == 3 * 16 * 16
-    assert rep["threshold_source"].startswith("held-out good leather") and rep["within_budget"] is True
+    # fewer than KFOLD_UNITS images: 4 folds, each image held out once from a model of the other 3
+    assert rep["units"] == 4 and rep["holdout_units"] == 4 and rep["patches"] == 4 * 16 * 16
+    assert rep["patches_holdout"] == 4 * 16 * 16
+    assert rep["threshold_source"].startswith("held-out good leather (4-fold") and rep["within_budget"] is True
     m = load(path)
     assert m.kind == "anomaly" and m.class_names == ["anomaly"] and m.decoder.name == "anomaly"
     assert (m.input_layout, m.input_dtype, m.input_channels, m.input_size) == ("NHWC", "uint8", 3, None)
@@ -151,8 +153,9 @@ def test_yolo_boxes_of_good_photos_are_left_out(tmp_path) -> None:
         cv2.imwrite(str(tmp_path / "images" / f"p{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     (tmp_path / "labels" / "p0.txt").write_text("0 0.25 0.25 0.2 0.2\n")
     rep = learn_good([tmp_path / "images"], tmp_path / "m.onnx", Station(), LearnOptions(holdout_every=2))
-    # image 0: 16 x 16 cells less the box (51 px + one 16 px cell around it: cells 0..5 x 0..5)
-    assert rep.patches == 16 * 16 - 36 and rep.units == 2 and rep.holdout_units == 1
+    # image 0: 16 x 16 cells less the box (51 px + one 16 px cell around it: cells 0..5 x 0..5);
+    # two images, two folds: each held out once
+    assert rep.patches == 2 * 16 * 16 - 36 and rep.units == 2 and rep.holdout_units == 2
 
 
 # -- recordings, station files and replay ---------------------------------------------------------
@@ -244,3 +247,15 @@ def test_an_anomalib_export_runs_through_replay(recording, tmp_path, capsys) -> 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["hides"] == 2 and summary["tiles"] > 0
     assert summary["defects"] > 0 and set(summary.get("defects_by_class", {"anomaly": 1})) == {"anomaly"}
+
+
+def test_fold_groups_hold_every_image_out_once_and_a_recording_every_kth_unit() -> None:
+    from edge_inspector.novelty.learn import fold_groups
+
+    assert fold_groups(4, 4, kfold=True) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    assert fold_groups(6, 4, kfold=True) == ([0, 1, 2, 3, 0, 1], [0, 1, 2, 3])
+    assert fold_groups(3, 4, kfold=True) == ([0, 1, 2], [0, 1, 2])
+    assert fold_groups(8, 4, kfold=False) == ([0, 0, 0, 1, 0, 0, 0, 1], [1])
+    assert fold_groups(3, 4, kfold=False) == ([0, 0, 0], [])  # a short recording: nothing held out
+    assert fold_groups(1, 4, kfold=True) == ([0], [])  # one image: the fallback quantile
+    assert fold_groups(5, 0, kfold=True) == ([0] * 5, [])  # holdout_every 0: no held-out data

@@ -7,12 +7,15 @@
    folder sits beside ``images/``, the labelled boxes and one cell around them are left out), or
    every ``UNIT_LINES`` lines of a .raw recording of good hides (leather = the station's hide
    detection, eroded by ``hide_detection.edge_margin_mm``: ``calibrate.hide_mask`` / ``erode_mm``).
-   Every ``holdout_every``-th unit (4th by default) is held out to set the threshold.
+   Every ``holdout_every``-th unit (4th by default) is held out to set the threshold; with fewer
+   than ``KFOLD_UNITS`` images (no recording) every unit is held out once instead (``holdout_every``
+   folds: unit i in fold i mod k), so that 4 good images give the threshold 4 images of evidence.
 2. **Features**: the shipped EfficientNet-Lite0 extractor (``features.py``) on the station's tiles,
    one 152-d feature per map cell (16 tile px at the default ``downscale`` 2); leather cells only.
 3. **Memory** (bounded, ``bank.py``): ``knn``: a reservoir of at most ``reservoir`` patches, then a
    greedy coreset of ``bank`` patches; ``gauss``: mean and covariance, exact, streamed.
-4. **Threshold, no labels**: a first model from the training units scores the held-out units with
+4. **Threshold, no labels**: a first model from the training units scores the held-out units (per
+   fold: a model from the other folds) with
    the ``calibrate`` machinery (dense maps as on the station, blobs of at least ``min_area_px``
    counted per m² of leather) and the lowest threshold with at most ``budget`` false blobs per m²
    is taken. Fallback without held-out data (a single image or a short recording): the
@@ -56,6 +59,7 @@ FALLBACK_QUANTILE = 0.999
 SAMPLE = 20_000  # patches for the map's scale and the fallback quantile
 HOLE_FILL_MM = 24.0  # holes in a hide up to about this size are inspected (leather mask closing)
 DEFAULT_MM_PER_PX = 0.37
+KFOLD_UNITS = 16  # image folders with fewer units: every unit held out once (k-fold), not every k-th
 
 
 @dataclass
@@ -225,11 +229,13 @@ def unit_patches(fx: FeatureExtractor, unit: Unit, station: Station, batch: int)
 # -- the threshold ----------------------------------------------------------------------------------
 
 
-def score_holdout(model: Any, units: Iterator[Unit], station: Station, multiple: int, min_area_px: float) -> GoodLeather:
-    """The calibrate machinery on held-out units: false blobs per threshold and leather area."""
+def score_holdout(model: Any, units: Iterator[Unit], station: Station, multiple: int, min_area_px: float,
+                  good: GoodLeather | None = None) -> GoodLeather:
+    """The calibrate machinery on held-out units: false blobs per threshold and leather area (added
+    to ``good`` when given: the folds of a k-fold add up)."""
     from ..evaluation.model_eval import score_image
 
-    good = GoodLeather()
+    good = good if good is not None else GoodLeather()
     for u in units:
         img, _, tile, overlap = unit_tiles(u, station, multiple)
         score, _, n_tiles, _ = score_image(model, img, tile, overlap)
@@ -239,6 +245,20 @@ def score_holdout(model: Any, units: Iterator[Unit], station: Station, multiple:
         leather = ~pool_max(~u.leather)  # a pooled px is leather when all of it is
         good.add(pool_max(score), leather, u.mm_per_px * u.mm_per_line * POOL * POOL, min_area_px / (POOL * POOL))
     return good
+
+
+def fold_groups(total: int, every: int, kfold: bool) -> tuple[list[int], list[int]]:
+    """(group of each unit, groups that are scored as held out). Groups hold the units' patches
+    apart; a scored group is held out from a model of all the other groups. ``kfold``: unit i in
+    group i mod k (k = min(every, total)), every group scored; else group 1 = every ``every``-th
+    unit, scored, group 0 = the rest. No held-out data: all in group 0, nothing scored."""
+    if total < 2 or every < 2:
+        return [0] * total, []
+    if kfold:
+        k = min(every, total)
+        return [i % k for i in range(total)], list(range(k))
+    group = [1 if i % every == every - 1 else 0 for i in range(total)]
+    return group, [1] if 1 in group else []
 
 
 # -- learn ---------------------------------------------------------------------------------------
@@ -278,33 +298,34 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
     min_area = opts.min_area_px if opts.min_area_px is not None else float((cell // 2) ** 2)
     fx = FeatureExtractor(channels, opts.downscale, opts.threads)
     total = count_units(sources)
-    every = opts.holdout_every if total >= 2 else 0
+    has_recording = any(s.is_file() for s in sources)
+    kfold = not has_recording and total < KFOLD_UNITS
+    group_of, scored = fold_groups(total, opts.holdout_every, kfold)
+    n_groups = max(group_of, default=0) + 1
     rep = LearnReport(out=out, method=opts.method)
     knn = opts.method == "knn"
     cap = opts.reservoir if knn else SAMPLE  # gauss: a sample for the scale and the fallback only
-    res = [Reservoir(cap, EMBED_DIM, opts.seed), Reservoir(cap, EMBED_DIM, opts.seed + 1)]
-    stats = [GaussianStats(EMBED_DIM), GaussianStats(EMBED_DIM)]
-    has_recording = any(s.is_file() for s in sources)
+    # one reservoir (and Gaussian statistics) per group, together bounded by ``cap``
+    res = [Reservoir(cap if n_groups <= 2 else -(-cap // n_groups), EMBED_DIM, opts.seed + g) for g in range(n_groups)]
+    stats = [GaussianStats(EMBED_DIM) for _ in range(n_groups)]
     mm_per_px = opts.mm_per_px or station.camera.mm_per_px or DEFAULT_MM_PER_PX
-    holdout: list[int] = []
 
-    # 1-3: patches of every unit into the memory (training and held out apart)
+    # 1-3: patches of every unit into the memory (the groups apart)
     for i, u in enumerate(iter_units(sources, station, opts, channels)):
-        hold = bool(every) and i % every == every - 1
-        if hold:
-            holdout.append(i)
+        g = group_of[i] if i < len(group_of) else 0
+        hold = g in scored
         for rows in unit_patches(fx, u, station, opts.batch):
-            res[hold].add(rows)
+            res[g].add(rows)
             if not knn:
-                stats[hold].add(rows)
+                stats[g].add(rows)
             if hold:
                 rep.patches_holdout += len(rows)
-            else:
+            if not hold or kfold:  # k-fold: every unit is also in the other folds' memories
                 rep.patches += len(rows)
         rep.units += 1
         if progress:
             progress("features", i + 1, total)
-    rep.holdout_units = len(holdout)
+    rep.holdout_units = sum(1 for g in group_of if g in scored)
     if rep.patches < 2:
         raise InputError("no good leather found in the data (no leather patches)", path=sources[0],
                          hint="check [hide_detection] belt_level and threshold, or give images of leather")
@@ -315,35 +336,42 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
                            fill_cells=int(np.ceil(HOLE_FILL_MM / 2 / cell_mm)),
                            margin_cells=max(1, int(np.ceil(station.hide_detection.edge_margin_mm / cell_mm))))
 
-    def head_from(train_only: bool) -> tuple[Head, np.ndarray]:
-        """The head, and good patches it was not built from (for the fallback quantile)."""
+    def head_from(groups: list[int]) -> tuple[Head, np.ndarray]:
+        """The head of these groups' patches, and good patches it was not built from (for the
+        fallback quantile)."""
         if knn:
-            x = res[0].sample() if train_only else Reservoir.merged(res, opts.reservoir, opts.seed)
+            x = Reservoir.merged([res[g] for g in groups], opts.reservoir, opts.seed)
             idx = greedy_coreset(x, opts.bank, seed=opts.seed,
                                  progress=(lambda d, t: progress("coreset", d, t)) if progress else None)
             rest = np.setdiff1d(np.arange(len(x)), idx)
             return Head("knn", bank=x[idx].copy()), x[rest[:SAMPLE]]
-        g = stats[0] if train_only else stats[0].merged(stats[1])
-        w, b = g.whitening()
-        return Head("gauss", w=w, b=b), res[0].sample()[:SAMPLE]
+        gs = stats[groups[0]]
+        for g in groups[1:]:
+            gs = gs.merged(stats[g])
+        w, b = gs.whitening()
+        return Head("gauss", w=w, b=b), np.concatenate([res[g].sample() for g in groups])[:SAMPLE]
 
-    # 4: the threshold from held-out good leather
-    head_a, unused = head_from(train_only=True)
-    if holdout:
-        sample = res[1].sample()[:SAMPLE]
-        d_ref = float(head_a.distance(sample).max()) if len(sample) else 1.0
-        # model A's map: the sampled held-out maximum at 0.5; the scale doubles while the
+    # 4: the threshold from held-out good leather: each scored group by a model of the others
+    everything = list(range(n_groups))
+    if scored:
+        heads = {g: head_from([o for o in everything if o != g]) for g in scored}
+        # the map's scale: the largest sampled held-out distance at 0.5; it doubles while the
         # thresholds up to 0.99 cannot keep to the budget (the sample misses the true maximum)
+        d_ref = max((float(heads[g][0].distance(res[g].sample()[:SAMPLE]).max()) for g in scored
+                     if res[g].n), default=1.0)
         d_scale = max(d_ref, 1e-6)
         for attempt in range(3):
-            spec_a = ModelSpec(channels, opts.downscale, d_scale, mm_per_px, min_area, mask)
-            with tempfile.TemporaryDirectory() as tmp:
-                pa = Path(tmp) / "a.onnx"
-                onnx.save(build_model(head_a, spec_a), str(pa))
-                model_a = Model.load(ModelCfg(path=str(pa), providers=["CPUExecutionProvider"],
-                                              intra_op_threads=opts.threads))
-                held = (u for i, u in enumerate(iter_units(sources, station, opts, channels)) if i in set(holdout))
-                good = score_holdout(model_a, held, station, multiple, min_area)
+            good = GoodLeather()
+            for g in scored:
+                spec_a = ModelSpec(channels, opts.downscale, d_scale, mm_per_px, min_area, mask)
+                with tempfile.TemporaryDirectory() as tmp:
+                    pa = Path(tmp) / "a.onnx"
+                    onnx.save(build_model(heads[g][0], spec_a), str(pa))
+                    model_a = Model.load(ModelCfg(path=str(pa), providers=["CPUExecutionProvider"],
+                                                  intra_op_threads=opts.threads))
+                    held = (u for i, u in enumerate(iter_units(sources, station, opts, channels))
+                            if i < len(group_of) and group_of[i] == g)
+                    score_holdout(model_a, held, station, multiple, min_area, good)
             if progress:
                 progress("threshold", attempt + 1, attempt + 1)
             per_m2 = good.per_m2()
@@ -352,20 +380,25 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
                 break
             d_scale *= 2
         d_thr = t / THRESHOLD * d_scale
-        rep.threshold_source = f"held-out good leather: lowest threshold with <= {opts.budget:g} false blobs per m2"
+        how = (f"{len(scored)}-fold, every unit held out once" if kfold
+               else f"every {opts.holdout_every}th unit held out")
+        rep.threshold_source = (f"held-out good leather ({how}): lowest threshold with <= {opts.budget:g}"
+                                " false blobs per m2")
         rep.holdout_leather_m2 = round(good.leather_mm2 / 1e6, 4)
         k = int(np.nonzero(THRESHOLDS == t)[0][0])
         rep.false_per_m2_at_threshold = round(float(per_m2[k]), 4)
         rep.within_budget = within
         if good.leather_mm2 <= 0:
-            d_thr = float(np.quantile(head_a.distance(unused), FALLBACK_QUANTILE)) if len(unused) else d_ref
+            unused = heads[scored[0]][1]
+            d_thr = float(np.quantile(heads[scored[0]][0].distance(unused), FALLBACK_QUANTILE)) if len(unused) else d_ref
             rep.threshold_source = f"fallback: quantile {FALLBACK_QUANTILE} of good patch distances (no held-out leather)"
+        head = head_from(everything)[0]
     else:
-        d_thr = float(np.quantile(head_a.distance(unused), FALLBACK_QUANTILE)) if len(unused) else 1.0
+        head, unused = head_from(everything)
+        d_thr = float(np.quantile(head.distance(unused), FALLBACK_QUANTILE)) if len(unused) else 1.0
         rep.threshold_source = f"fallback: quantile {FALLBACK_QUANTILE} of good patch distances (no held-out data)"
 
     # 5: the memory of all units, the model
-    head = head_from(train_only=False)[0] if holdout else head_a
     rep.memory = len(head.bank) if knn else EMBED_DIM
     rep.distance_at_threshold = round(float(d_thr), 5)
     rep.seconds = round(time.perf_counter() - t0, 1)
