@@ -213,3 +213,24 @@ def test_eval_model_detection_ap_false_positive_ranked_first(tmp_path):
                  "--json", str(out)]) == 0
     j = json.loads(out.read_text())["detection"]
     assert {"map50", "map50_95", "map50_agnostic", "per_class"} <= j.keys()
+
+
+def test_the_shipped_detector_and_its_station_file() -> None:
+    """builtin:detector (trained by python -m edge_inspector.train.detector) loads through its
+    demo station file as a detection model with the dataset's 8 classes, and its boxes land in
+    tile px inside the tile."""
+    from pathlib import Path
+
+    from edge_inspector.config import load_station
+
+    st = load_station(Path(__file__).resolve().parents[1] / "configs" / "stations" / "demo-8k-detector.toml")
+    assert st.model.path == "builtin:detector"
+    m = Model.load(st.model.model_copy(update={"providers": ["CPUExecutionProvider"]}))
+    assert m.kind == "detection" and m.decoder.name == "yolo" and len(m.class_names) == 8
+    assert "Hole" in m.class_names and m.score_threshold == 0.25
+    rng = np.random.default_rng(0)
+    tile = np.clip(rng.normal(140, 10, (1, 256, 256, 3)), 0, 255).astype(np.uint8)
+    tile[0, 100:140, 60:200] = 30  # a dark gash
+    dets = m.decoder.ranking(0.01).decode(m.run_raw(tile), 1, (256, 256))[0]  # its scores here: < 0.1
+    assert len(dets) > 0
+    assert (dets.xyxy >= 0).all() and (dets.xyxy <= 256).all() and (dets.xyxy[:, 2:] > dets.xyxy[:, :2]).all()

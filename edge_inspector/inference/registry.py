@@ -40,10 +40,15 @@ BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel("attention-unet-int8", "attention_unet_int8.onnx",
                  "attention-unet in int8 (static QDQ, per channel, calibrated on synthetic and real tiles)"),
     BuiltinModel("unet-int8", "unet_int8.onnx", "unet in int8, made the same way (MinMax calibration)"),
+    BuiltinModel("lite0-attention-unet-int8", "lite0_attention_unet_int8.onnx",
+                 "lite0-attention-unet (the default) in int8, made the same way (Percentile calibration)"),
     # patch classifiers (python -m edge_inspector.train.patch; docs/models.md "Patch classifiers")
     BuiltinModel("patch-mlp", "patch_mlp.onnx", "edge features (Sobel edge pixels, 5 x 5 block statistics) + MLP"
                  " per 32 px patch"),
     BuiltinModel("patch-cnn", "patch_cnn.onnx", "small AlexNet-style fully convolutional patch classifier"),
+    # detector (python -m edge_inspector.train.detector; docs/models.md "builtin:detector")
+    BuiltinModel("detector", "detector.onnx", "compact anchor-free detector on a pretrained EfficientNet-Lite0"
+                 " backbone with ResCBAM, cross-scale attention, SCConv and prototypes; ultralytics layout"),
 )
 
 # name -> file, in table order (a view of BUILTINS)

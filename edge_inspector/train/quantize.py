@@ -120,6 +120,41 @@ def quantize(src: Path, dst: Path, *, dataset: Path | None, n_synthetic: int = 2
     return {"synthetic": n_syn, "real": len(tiles) - n_syn}
 
 
+def fp16_storage(src: Path, dst: Path, min_elements: int = 1024) -> int:
+    """Write ``src`` with its large float32 weights stored as float16, each behind a Cast back to
+    float32: half the file, the same float32 arithmetic (ONNX Runtime and OpenVINO fold the casts
+    at load), weights rounded to 11 significant bits. Returns the number of weights converted."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    keep, casts, n = [], [], 0
+    for t in g.initializer:
+        if t.data_type != onnx.TensorProto.FLOAT or int(np.prod(t.dims)) < min_elements:
+            keep.append(t)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name + "__fp16")
+        keep.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [t.name], to=onnx.TensorProto.FLOAT,
+                                      name=t.name + "__cast"))
+        n += 1
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["edge_inspector.description"] = (meta.get("edge_inspector.description", "") +
+                                          " Weights stored as float16 (computed in float32).")
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_inspector.train.quantize", description=__doc__.splitlines()[0])
     p.add_argument("src", type=Path, help="float ONNX model")
@@ -129,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-real", type=int, default=24, help="real calibration photos (default 24)")
     p.add_argument("--method", choices=["MinMax", "Entropy", "Percentile"], default="Percentile",
                    help="activation ranges: Percentile (99.999 %%, the shipped files), MinMax or Entropy")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="no int8: store the float weights as float16 (half the file, float32 arithmetic)")
     a = p.parse_args(argv)
+    if a.fp16_weights:
+        n = fp16_storage(a.src, a.dst)
+        print(f"{a.dst}: {n} weight tensors of {a.src} stored as float16")
+        return 0
     got = quantize(a.src, a.dst, dataset=a.real, n_synthetic=a.synthetic, n_real=a.n_real, method=a.method)
     print(f"{a.dst}: int8 QDQ from {a.src}, calibrated on {got['synthetic']} synthetic + {got['real']} real tiles")
     return 0
