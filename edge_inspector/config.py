@@ -129,6 +129,10 @@ class Tiling(BaseModel):
     flat_field: str | None = Field(
         None, description=".npz with per-column 'gain' and 'offset' arrays (width,) or (width, channels)"
     )
+    skip_belt_tiles: bool = Field(
+        True, description="run the model only on tiles that hold hide (hide_detection's rule, padded by the"
+        " overlap); bare belt cannot hold a reported defect (edge_inspector/coverage.py)"
+    )
 
 
 class HideDetection(BaseModel):

@@ -29,6 +29,7 @@ import structlog
 from .assemble import Assembler
 from .belt import BeltGeometry
 from .config import Station
+from .coverage import HideCoverage
 from .detections import Detections
 from .hide import Hide
 from .lines import LineBlock
@@ -70,6 +71,8 @@ class RunStats:
     latency_ms: list[float] = field(default_factory=list)  # strip complete -> assembled
     stitch_s: float = 0.0  # time the stitcher thread spent working (not waiting for free slots)
     strips_model_failed: int = 0  # strips the model could not run (its server down or slow): uninspected
+    tiles_run: int = 0  # tiles the model ran on
+    tiles_skipped: int = 0  # tiles of bare belt it did not run on (tiling.skip_belt_tiles)
     model_server: dict[str, Any] | None = None  # [model] server: its URL and call/reconnect counters
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,6 +103,8 @@ class RunStats:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "provider": self.provider,
             "strips_model_failed": self.strips_model_failed,
+            "tiles_run": self.tiles_run,
+            "tiles_skipped": self.tiles_skipped,
             **({"model_server": self.model_server} if self.model_server is not None else {}),
         }
 
@@ -183,6 +188,8 @@ class Pipeline:
             sample_step=station.hide_detection.subsample, flat_field=load_flat_field(station), stop=self._abort,
         )
         self.inference = InferenceCounters()
+        self.coverage = (HideCoverage(station.hide_detection, cam.channels, tl.overlap)
+                         if model is not None and tl.skip_belt_tiles else None)
         self.stats = RunStats(provider=model.provider if model is not None else "none")
         self.probe = probe if probe is not None else Probe()
         self.probe.attach(self.stitcher.counters, self.inference, self.assembler.counters, self.ring,
@@ -288,14 +295,20 @@ class Pipeline:
                         if batch is None or batch.shape[1:] != (msg.tile, msg.tile) + msg.pixels.shape[2:]:
                             batch = np.empty((step, msg.tile, msg.tile) + msg.pixels.shape[2:], msg.pixels.dtype)
                             batch.fill(0)  # map its pages once, not on every strip
-                        dets = []
+                        run = (list(range(cols)) if self.coverage is None
+                               else [int(i) for i in np.flatnonzero(self.coverage.active(msg))])
+                        dets = [Detections.empty() for _ in range(cols)]  # bare belt: nothing to report
                         try:
-                            for i in range(0, cols, step):
-                                dets.extend(model.infer(msg.tiles(i, i + step, out=batch)))
+                            for i in range(0, len(run), step):
+                                part = run[i : i + step]
+                                for c, d in zip(part, model.infer(msg.pick(part, batch))):
+                                    dets[c] = d
                         except ModelUnavailable as e:  # the strip is reported, the run goes on
                             self.ring.release(msg.slot)
                             self._model_failed(msg, e)
                             continue
+                        n.tiles_run += len(run)
+                        n.tiles_skipped += cols - len(run)
                     t1 = time.monotonic_ns()
                     self.ring.release(msg.slot)
                     n.ms_last = (t1 - t0) / 1e6
@@ -363,6 +376,7 @@ class Pipeline:
         stats.infer_ms = list(self.inference.ms)
         stats.latency_ms = [v / 1e6 for v in a.latencies_ns]
         stats.strips_model_failed = self.inference.model_failed
+        stats.tiles_run, stats.tiles_skipped = self.inference.tiles_run, self.inference.tiles_skipped
         server = getattr(self.model, "session", None)
         if hasattr(server, "counters"):
             stats.model_server = server.counters()

@@ -197,7 +197,9 @@ def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
         *([("threshold", f"{summary['threshold']['value']:g} ({summary['threshold']['source']})")]
           if summary.get("threshold", {}).get("value") is not None else []),
         ("lines", f"{summary['lines']:,}   lost {summary['lines_lost']:,}"),
-        ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"),
+        ("strips / tiles", f"{summary['strips']} / {summary['tiles']}   dropped strips {summary['strips_dropped']}"
+         + (f"   model ran on {summary['tiles_run']}, bare belt skipped {summary['tiles_skipped']}"
+            if summary.get("tiles_skipped") else "")),
         *([("model server", "{url}: {f} strips uninspected (server down or slow), {c} failed calls, {r} reconnects"
              " ({a} attempts)".format(f=summary.get("strips_model_failed", 0), c=ms["failed_calls"],
                                        r=ms["reconnects"], a=ms["reconnect_attempts"], url=ms["url"]))]

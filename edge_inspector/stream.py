@@ -55,6 +55,13 @@ class Strip:
         x0, t = self.x0s[col], self.tile
         return self.pixels[:, x0 : x0 + t]
 
+    def pick(self, cols: list[int], out: np.ndarray) -> np.ndarray:
+        """Tile columns ``cols`` copied into the first ``len(cols)`` tiles of ``out`` (returned)."""
+        batch = out[: len(cols)]
+        for i, c in enumerate(cols):
+            np.copyto(batch[i], self.tile_view(c))
+        return batch
+
     def tiles(self, first: int = 0, end: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Tile columns ``first .. end`` copied into a contiguous (n, tile, tile, channels) batch:
         into ``out`` (its first n tiles, returned) when given, else a new array."""
@@ -173,6 +180,8 @@ class InferenceCounters:
     ms_last: float = 0.0  # model time of the last strip
     ms: list[float] = field(default_factory=list)  # model time per strip
     model_failed: int = 0  # strips the model could not run (model server down or slow): uninspected
+    tiles_run: int = 0  # tiles the model ran on
+    tiles_skipped: int = 0  # tiles of bare belt the model was not run on (tiling.skip_belt_tiles)
 
 
 @dataclass

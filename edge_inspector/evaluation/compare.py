@@ -117,7 +117,8 @@ def graph_macs(path: Path, tile: int) -> tuple[int | None, str]:
     name, shape = _fix_input(m, MEASURE_PX)
     fixed = shape[1] if shape[-1] in (1, 3) else shape[2]
     known = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
-    wanted = {x for nd in m.graph.node if nd.op_type in MAC_OPS + POOL_OPS for x in (nd.input[0], nd.output[0])}
+    # both operands (a MatMul of two activations; weights behind a Cast when stored as float16)
+    wanted = {x for nd in m.graph.node if nd.op_type in MAC_OPS + POOL_OPS for x in (*nd.input[:2], nd.output[0])}
     inits = {i.name for i in m.graph.initializer}
     for x in sorted(wanted - known - inits):
         m.graph.output.append(onnx.ValueInfoProto(name=x))
