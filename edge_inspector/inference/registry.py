@@ -48,7 +48,7 @@ BUILTINS: tuple[BuiltinModel, ...] = (
     BuiltinModel("patch-cnn", "patch_cnn.onnx", "small AlexNet-style fully convolutional patch classifier"),
     # detector (python -m edge_inspector.train.detector; docs/models.md "builtin:detector")
     BuiltinModel("detector", "detector.onnx", "compact anchor-free detector on a pretrained EfficientNet-Lite0"
-                 " backbone with ResCBAM, cross-scale attention, SCConv and prototypes; ultralytics layout"),
+                 " backbone with SCConv (the ablation's best on val); ultralytics layout"),
 )
 
 # name -> file, in table order (a view of BUILTINS)
