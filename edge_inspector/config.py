@@ -186,6 +186,11 @@ class ModelCfg(BaseModel):
     batch: int = Field(0, ge=0, description="tiles per inference call; 0 = auto: one tile on a CPU runtime (the"
                        " same tiles/s, a fifth of the memory), the tiles of one strip on a GPU")
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    cpu_streams: int = Field(
+        0, ge=0, description="OpenVINO on the CPU: tiles inferred at once, the cores shared between them (the"
+        " pipeline runs that many strips side by side, in order); 1 = one tile at a time on every core; 0 = auto:"
+        " 2 where the process has 2 cores or more (1.1-1.4x the tiles/s of one stream on 2 cores,"
+        " docs/performance.md)")
     resize: Literal["auto", "none", "letterbox", "stretch"] = Field(
         "auto", description="detection models with a fixed input size other than tiling.tile: letterbox"
         " (ultralytics' own: keep the aspect, pad grey) or stretch each tile to the input, boxes mapped back to"

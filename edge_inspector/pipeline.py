@@ -73,6 +73,7 @@ class RunStats:
     strips_model_failed: int = 0  # strips the model could not run (its server down or slow): uninspected
     tiles_run: int = 0  # tiles the model ran on
     tiles_skipped: int = 0  # tiles of bare belt it did not run on (tiling.skip_belt_tiles)
+    inference_workers: int = 1  # strips inferred side by side (OpenVINO CPU streams, [model] cpu_streams)
     model_server: dict[str, Any] | None = None  # [model] server: its URL and call/reconnect counters
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,6 +106,7 @@ class RunStats:
             "strips_model_failed": self.strips_model_failed,
             "tiles_run": self.tiles_run,
             "tiles_skipped": self.tiles_skipped,
+            "inference_workers": self.inference_workers,
             **({"model_server": self.model_server} if self.model_server is not None else {}),
         }
 
@@ -194,6 +196,13 @@ class Pipeline:
         self.probe = probe if probe is not None else Probe()
         self.probe.attach(self.stitcher.counters, self.inference, self.assembler.counters, self.ring,
                           self.q_tiles, self.q_dets, self.stats.provider)
+        # inference workers: as many as the runtime runs calls side by side; messages keep their order
+        self.workers = max(1, int(getattr(model, "parallel", 1))) if model is not None else 1
+        self._take_lock = threading.Lock()
+        self._turn = threading.Lock()
+        self._ready: dict[int, object] = {}  # done, waiting for an earlier strip
+        self._taken = self._emitted = self._workers_live = 0
+        self._taken_end = False
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._assembler_thread: threading.Thread | None = None
@@ -208,8 +217,10 @@ class Pipeline:
         self._t0 = (time.perf_counter(), time.process_time())
         self._threads = [
             threading.Thread(target=self._source, args=(blocks,), name="ei-source", daemon=True),
-            threading.Thread(target=self._infer, name="ei-infer", daemon=True),
+            *(threading.Thread(target=self._infer, name="ei-infer" + (f"-{k + 1}" if k else ""), daemon=True)
+              for k in range(self.workers)),
         ]
+        self._workers_live = self.workers
         for t in self._threads:
             t.start()
         ctx = contextvars.copy_context()  # the caller's bound log fields go with the assembler
@@ -273,58 +284,100 @@ class Pipeline:
             self._put(self.q_tiles, _END)
 
     def _infer(self) -> None:
-        model, n = self.model, self.inference
+        """One inference worker. A runtime that runs calls side by side (OpenVINO CPU streams,
+        ``Model.parallel``) gets that many workers: each takes the next strip in turn and runs it;
+        what leaves the stage leaves in the order it came (``_take`` / ``_done``), so the assembler
+        sees strips and samples in line order as with one worker."""
+        model = self.model
         batch: np.ndarray | None = None  # the model's contiguous input, reused: tiles are copied out of the slot
         try:
-            while True:
-                try:  # a failed stage sets _abort and may not get _END through: look at it often
-                    msg = self.q_tiles.get(timeout=0.1)
-                except queue.Empty:
-                    if self._abort.is_set():
-                        break
-                    continue
-                if msg is _END:
-                    break
-                if isinstance(msg, Strip):
-                    t0 = time.monotonic_ns()
-                    if model is None:
-                        dets = [Detections.empty() for _ in msg.x0s]
-                    else:
-                        cols = len(msg.x0s)
-                        step = self.batch or cols
-                        if batch is None or batch.shape[1:] != (msg.tile, msg.tile) + msg.pixels.shape[2:]:
-                            batch = np.empty((step, msg.tile, msg.tile) + msg.pixels.shape[2:], msg.pixels.dtype)
-                            batch.fill(0)  # map its pages once, not on every strip
-                        run = (list(range(cols)) if self.coverage is None
-                               else [int(i) for i in np.flatnonzero(self.coverage.active(msg))])
-                        dets = [Detections.empty() for _ in range(cols)]  # bare belt: nothing to report
-                        try:
-                            for i in range(0, len(run), step):
-                                part = run[i : i + step]
-                                for c, d in zip(part, model.infer(msg.pick(part, batch))):
-                                    dets[c] = d
-                        except ModelUnavailable as e:  # the strip is reported, the run goes on
-                            self.ring.release(msg.slot)
-                            self._model_failed(msg, e)
-                            continue
-                        n.tiles_run += len(run)
-                        n.tiles_skipped += cols - len(run)
-                    t1 = time.monotonic_ns()
-                    self.ring.release(msg.slot)
-                    n.ms_last = (t1 - t0) / 1e6
-                    n.ms.append(n.ms_last)
-                    n.last_ns = t1
-                    n.strips += 1
-                    msg = StripDetections(
-                        msg.index, msg.first_line, msg.valid_lines, msg.x0s, dets, msg.lost,
-                        msg.t_complete_ns, t0, t1,
-                    )
-                self._put(self.q_dets, msg)
+            while (got := self._take()) is not None:
+                seq, msg, run = got
+                t0 = time.monotonic_ns()
+                if model is None:
+                    result: list[Detections] | ModelUnavailable = [Detections.empty() for _ in msg.x0s]
+                else:
+                    cols = len(msg.x0s)
+                    step = self.batch or cols
+                    if batch is None or batch.shape[1:] != (msg.tile, msg.tile) + msg.pixels.shape[2:]:
+                        batch = np.empty((step, msg.tile, msg.tile) + msg.pixels.shape[2:], msg.pixels.dtype)
+                        batch.fill(0)  # map its pages once, not on every strip
+                    dets = [Detections.empty() for _ in range(cols)]  # bare belt: nothing to report
+                    result = dets
+                    try:
+                        for i in range(0, len(run), step):
+                            part = run[i : i + step]
+                            for c, d in zip(part, model.infer(msg.pick(part, batch))):
+                                dets[c] = d
+                    except ModelUnavailable as e:  # the strip is reported, the run goes on
+                        result = e
+                self._done(seq, (msg, result, run, t0, time.monotonic_ns()))
         except BaseException as e:  # noqa: BLE001
             self._errors.append(e)
             self._abort.set()
         finally:
-            self._put(self.q_dets, _END)
+            with self._turn:
+                self._workers_live -= 1
+                last = self._workers_live == 0
+            if last:
+                self._put(self.q_dets, _END)
+
+    def _take(self) -> tuple[int, Strip, list[int]] | None:
+        """The next strip of the tile queue with its turn number and the tile columns to run (the
+        hide coverage, decided in line order); messages before it are handed on in their turn.
+        None at the end or on abort."""
+        while True:
+            with self._take_lock:
+                if self._taken_end:
+                    return None
+                try:  # a failed stage sets _abort and may not get _END through: look at it often
+                    msg = self.q_tiles.get(timeout=0.1)
+                except queue.Empty:
+                    if self._abort.is_set():
+                        return None
+                    continue
+                seq = self._taken
+                self._taken += 1
+                if not isinstance(msg, Strip):
+                    self._taken_end = msg is _END
+                    self._done(seq, msg)
+                    continue
+                run: list[int] = []
+                if self.model is not None:
+                    run = (list(range(len(msg.x0s))) if self.coverage is None
+                           else [int(i) for i in np.flatnonzero(self.coverage.active(msg))])
+                return seq, msg, run
+
+    def _done(self, seq: int, item: object) -> None:
+        """Item ``seq`` is ready; hand on every ready item whose turn has come: a strip's slot freed,
+        its counters, its detections (or its uninspected lines); other messages as they are."""
+        with self._turn:
+            self._ready[seq] = item
+            while self._emitted in self._ready:
+                out = self._ready.pop(self._emitted)
+                self._emitted += 1
+                if not isinstance(out, tuple):
+                    if out is not _END:
+                        self._put(self.q_dets, out)
+                    continue
+                msg, result, run, t0, t1 = out
+                if isinstance(result, ModelUnavailable):
+                    self.ring.release(msg.slot)
+                    self._model_failed(msg, result)
+                    continue
+                n = self.inference
+                if self.model is not None:
+                    n.tiles_run += len(run)
+                    n.tiles_skipped += len(msg.x0s) - len(run)
+                self.ring.release(msg.slot)
+                n.ms_last = (t1 - t0) / 1e6
+                n.ms.append(n.ms_last)
+                n.last_ns = t1
+                n.strips += 1
+                self._put(self.q_dets, StripDetections(
+                    msg.index, msg.first_line, msg.valid_lines, msg.x0s, result, msg.lost,
+                    msg.t_complete_ns, t0, t1,
+                ))
 
     def _model_failed(self, strip: Strip, e: ModelUnavailable) -> None:
         """A strip the model could not run: uninspected lines (reason "model"), counted; an alarm."""
@@ -377,6 +430,7 @@ class Pipeline:
         stats.latency_ms = [v / 1e6 for v in a.latencies_ns]
         stats.strips_model_failed = self.inference.model_failed
         stats.tiles_run, stats.tiles_skipped = self.inference.tiles_run, self.inference.tiles_skipped
+        stats.inference_workers = self.workers
         server = getattr(self.model, "session", None)
         if hasattr(server, "counters"):
             stats.model_server = server.counters()

@@ -166,3 +166,21 @@ def test_synth_and_bench_commands(tmp_path, capsys):
     assert res["model_only_headroom"] == round(res["model_only_tiles_per_s"] / res["needed_tiles_per_s"], 2)
     assert res["batch"] == 1  # model.batch = 0 (auto) is one tile per call on a CPU runtime
     assert "copy_ratio" not in res
+
+
+@pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed")
+def test_strips_inferred_side_by_side_give_the_defects_of_one_at_a_time(recording, tmp_path) -> None:
+    """[model] cpu_streams = 2 (two inference workers, OpenVINO) against 1: the same defects in the
+    same hides, every strip through the model once, in line order."""
+    rec, st, _ = recording
+    runs, hides = {}, {}
+    for k in (1, 2):
+        station = tmp_path / f"s{k}.toml"
+        station.write_text(st.read_text().replace("[model]\n", f"[model]\ncpu_streams = {k}\n"))
+        assert main(["replay", str(rec), "--station", str(station), "--out", str(tmp_path / f"r{k}")]) == 0
+        runs[k] = json.loads((tmp_path / f"r{k}" / "summary.json").read_text())
+        hides[k] = [json.loads(p.read_text())["defects"] for p in sorted((tmp_path / f"r{k}" / "hides").glob("*.json"))]
+    assert runs[1]["inference_workers"] == 1 and runs[2]["inference_workers"] == 2
+    assert runs[2]["strips"] == runs[1]["strips"] and runs[2]["tiles_run"] == runs[1]["tiles_run"]
+    assert runs[2]["defects_by_class"] == runs[1]["defects_by_class"] and runs[1]["defects"] > 0
+    assert hides[2] == hides[1] and len(hides[1]) == runs[1]["hides"]

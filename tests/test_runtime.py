@@ -127,3 +127,37 @@ def test_require_provider_refuses_a_missing_openvino_fallback(tmp_path: Path) ->
                                 require_provider=True))
     m = Model.load(ModelCfg(path="builtin:baseline", providers=CPU, require_provider=True))
     assert m.provider in ("OpenVINO:CPU", "CPUExecutionProvider")
+
+
+@needs_openvino
+def test_openvino_streams_run_a_batch_side_by_side_and_calls_from_two_threads_in_parallel() -> None:
+    """cpu_streams = 2: a batch goes through as single tiles on two requests and comes back in
+    order; two threads calling at once each get their own tiles' outputs (the pipeline's workers)."""
+    import threading
+
+    one = Model.load(ModelCfg(path="builtin:default", providers=CPU, cpu_precision="f32", cpu_streams=1))
+    two = Model.load(ModelCfg(path="builtin:default", providers=CPU, cpu_precision="f32", cpu_streams=2))
+    assert (one.parallel, two.parallel) == (1, 2)
+    tiles = np.stack([leather(256, 256, s) for s in range(5)])
+    tiles[3] = 200  # one tile unlike the others: a mix-up of the order would show
+    a, b = tile_maps(one, tiles), tile_maps(two, tiles)
+    assert np.abs(a.score - b.score).max() <= 2 / 255 + 1e-6
+    assert np.array_equal(a.class_map, b.class_map) or (a.class_map != b.class_map).mean() < 1e-4
+    got: dict[int, np.ndarray] = {}
+
+    def call(k: int) -> None:
+        for _ in range(3):
+            got[k] = tile_maps(two, tiles[k : k + 1]).score[0]
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in (0, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 3):
+        assert np.abs(got[k] - a.score[k]).max() <= 2 / 255 + 1e-6
+
+
+def test_onnx_runtime_runs_one_call_at_a_time() -> None:
+    m = Model.load(ModelCfg(path="builtin:baseline", providers=CPU, cpu_runtime="onnxruntime", cpu_streams=2))
+    assert m.provider == "CPUExecutionProvider" and m.parallel == 1

@@ -90,6 +90,7 @@ class Model:
         self.min_area_px = min_area_px
         self.metadata: dict[str, str] = dict(contract.metadata)
         self.provider: str = session.provider
+        self.parallel: int = getattr(session, "parallel", 1)  # calls that run side by side (OpenVINO streams)
         self.input_name: str = session.input_name
         self.output_names: list[str] = list(session.output_names)
         # camera samples -> model input; set by check_fits, else planned per batch from its tiles

@@ -67,6 +67,7 @@ class RemoteSession:
         atexit.register(lambda: (r := ref()) is not None and r.close())  # the region is unlinked at exit
         self.provider = f"Triton:{url}"
         self.providers = [self.provider]
+        self.parallel = 1  # one call at a time (the server batches)
 
     # ------------------------------------------------------------------ connection
 

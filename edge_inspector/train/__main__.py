@@ -62,6 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " threshold are then chosen there (best recall at <= 0.5 false blobs per photo)")
     p.add_argument("--tv-weight", type=float, default=0.5, help="weight of the total-variation (coherence) term")
     p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="> 0: validate and keep a moving average of the weights, this decay per step (e.g. 0.99)")
     p.add_argument("--no-fp16", action="store_true", help="skip the float16 export")
     p.add_argument("--install", action="store_true",
                    help="copy the exported models into edge_inspector/models/ as the built-in models"
@@ -106,7 +108,7 @@ def run(a: argparse.Namespace) -> int:
                           channels=channels, seed=a.seed, threads=a.threads, val_every=a.val_every,  # type: ignore[arg-type]
                           mix=tuple(float(x) for x in a.mix.split(",")),  # type: ignore[arg-type]
                           box_target=a.box_target, encoder=a.encoder, freeze=not a.fine_tune,
-                          real_every=a.real_every, tv_weight=a.tv_weight,
+                          real_every=a.real_every, tv_weight=a.tv_weight, ema=a.ema,
                           init=str(Path(a.init) / arch / "best.pt") if a.init and len(archs) > 1 else a.init)
         d = out / arch if len(archs) > 1 else out
         t1 = time.time()

@@ -54,6 +54,7 @@ class TrainConfig:
     encoder: str = ""  # "lite0": pretrained EfficientNet-Lite0 encoder (train/encoder.py) instead of SegNet's own
     freeze: bool = True  # with an encoder: keep its pretrained weights and batch-norm statistics
     real_every: int = 0  # with real val photos: validate on them every this many steps (box recall; selects the checkpoint)
+    ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay per step)
 
 
 def to_batch(samples: list[Sample]) -> dict[str, Any]:
@@ -204,6 +205,29 @@ def validate_real(net: Any, photos: list[tuple[np.ndarray, np.ndarray]], min_are
     return {"real_score": best[0], "real_threshold": -best[1], "real": rows}
 
 
+class EmaWeights:
+    """An exponential moving average of a net's weights and float buffers (``--ema``): fine-tuning
+    on few real photos swings from step to step; the average is what is validated and kept."""
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        for k, v in net.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def swap_in(self, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Load the average into ``net``; returns the live weights to load back."""
+        live = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(self.state)
+        return live
+
+
 def make_net(cfg: TrainConfig, n_classes: int) -> Any:
     if cfg.encoder == "lite0":
         from .encoder import LiteSegNet
@@ -236,6 +260,7 @@ def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: 
             "gflops_per_2048_tile": round(gflops_per_tile(net), 2)}
     (out / "config.json").write_text(json.dumps(info, indent=2))
     best, best_state = -1.0, None
+    ema = EmaWeights(net, cfg.ema) if cfg.ema > 0 else None
     t0 = time.time()
     with open(out / "log.jsonl", "w") as logf:
         for step in range(1, cfg.steps + 1):
@@ -247,11 +272,14 @@ def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: 
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(net)
             rec: dict[str, Any] = {}
             if step % log_every == 0 or step == 1:
                 rec = {"step": step, "s": round(time.time() - t0, 1), **{k: round(v.item(), 4) for k, v in ls.items()}}
             real_due = bool(real_val) and cfg.real_every and (step % cfg.real_every == 0 or step == cfg.steps)
             if step % cfg.val_every == 0 or step == cfg.steps or real_due:
+                live = ema.swap_in(net) if ema is not None else None  # the averaged weights are judged
                 v = validate(net, val)
                 score = float(np.mean([x for k, x in v.items() if k.endswith("_dice")]))
                 if real_due:
@@ -264,6 +292,8 @@ def train(cfg: TrainConfig, sources: list[Any], val: list[Sample], class_names: 
                 if score > best:
                     best, best_state = score, {k: t.clone() for k, t in net.state_dict().items()}
                     torch.save({"state": best_state, "info": info, "step": step, "val": v}, out / "best.pt")
+                if live is not None:
+                    net.load_state_dict(live)
             if rec:
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
