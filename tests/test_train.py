@@ -139,3 +139,31 @@ def test_lite0_encoder_trains_selects_on_real_photos_and_exports(tmp_path):
     assert sm_o.shape == (1, 32, 40)
     inner = (slice(None), slice(2, -2), slice(2, -2))  # folded normalisation differs only in the padding ring
     assert np.abs(sm_o[inner].astype(int) - sm_t[inner].astype(int)).max() <= 2
+
+
+def test_ema_averages_the_weights_and_the_kept_checkpoint_is_the_average(tmp_path):
+    from edge_inspector.train.loop import EmaWeights
+
+    net = SegNet(3, (8, 8, 16, 16), True)
+    ema = EmaWeights(net, 0.9)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)
+    name = next(k for k, v in first.items() if v.dtype.is_floating_point)
+    assert torch.allclose(ema.state[name], first[name] + 0.1, atol=1e-6)
+    live = ema.swap_in(net)
+    assert torch.allclose(net.state_dict()[name], first[name] + 0.1, atol=1e-6)
+    assert torch.allclose(live[name], first[name] + 1.0)
+    # a run with --ema keeps the averaged weights it validated
+    data = tmp_path / "data"
+    _tiny_yolo(data)
+    out = tmp_path / "run"
+    assert train_cli.main([
+        "--data", str(data), "--out", str(out), "--steps", "3", "--batch", "3", "--patch", "64",
+        "--channels", "8,8,16,16", "--synth-seeds", "5", "--synth-width", "1024", "--val-every", "3",
+        "--threads", "1", "--ema", "0.5", "--no-fp16",
+    ]) == 0
+    ck = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert ck["info"]["config"]["ema"] == 0.5 and ck["step"] == 3 and (out / "model.onnx").is_file()
