@@ -107,9 +107,13 @@ def test_marks_fire_once_in_order_at_the_commanded_position(plcs, links) -> None
     assert link.wait_connected(5.0)
     belt = link.belt_mm()
     assert belt is not None
-    marks = ink_marks(belt + 10.0, 40, spacing_mm=2.0)  # targets 0.7 s .. 1.5 s ahead
+    marks = ink_marks(belt + 60.0, 40, spacing_mm=2.0)  # targets 1.2 s .. 2.0 s ahead
+    plc.set_consuming(False)  # the ring fills whatever the machine's timing: 16 written, the rest wait
     sent = link.submit(marks)
     assert [m.seq for m in sent] == list(range(1, 41))
+    wait_until(lambda: link.stats()["ring_full_waits"] > 0, 5.0, "the link to find the ring full")
+    assert link.stats()["marks_sent"] == 16  # never a slot written over before its ack
+    plc.set_consuming(True)
     assert link.drain(10.0)
     wait_done(plc, 40, 10.0)
     assert_fired_once(plc.events, 40)
