@@ -198,6 +198,10 @@ class ModelCfg(BaseModel):
     class_thresholds: dict[str, float] = Field(
         default_factory=dict, description="per-class score thresholds of a detection (yolo) model, by class"
         " name, over score_threshold; e.g. {pinhole = 0.6, Crease = 0.35}")
+    peak_extent: float | None = Field(
+        None, ge=0, lt=1, description="anomaly-map models: each defect is reported down to this fraction of its"
+        " own peak, not down to the threshold (the threshold decides whether a defect is there); None: the"
+        " model's (learn-good writes 0.8), 0 = off")
     outputs: dict[str, str] = Field(
         default_factory=dict, description="which graph output the decoder reads as what, over the model's"
         " edge_inspector.output; for foreign exports, e.g. {anomaly_map = \"output\", pred_score ="

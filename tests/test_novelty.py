@@ -15,6 +15,7 @@ from edge_inspector.cli import main
 from edge_inspector.config import ModelCfg, Station, load_station
 from edge_inspector.errors import InputError
 from edge_inspector.inference import Model
+from edge_inspector.inference.components import peak_extent, peak_extent_labels
 from edge_inspector.novelty import LearnOptions, learn_good
 from edge_inspector.novelty.bank import GaussianStats, Reservoir, greedy_coreset, knn_distance
 from edge_inspector.novelty.features import FeatureExtractor
@@ -73,6 +74,7 @@ def test_learn_good_from_four_images_writes_a_model_with_the_contract(learned) -
     spec = dict(m.contract.output)
     assert spec["method"] == method and spec["stride"] == 16 and spec["learn_good"]["memory"] == (256 if method == "knn" else 152)
     assert m.output_names == ["anomaly_map", "pred_score"]
+    assert spec["peak_extent"] == 0.8 and m.decoder.peak_extent == 0.8  # learn-good's default extent rule
 
 
 def test_a_pasted_defect_is_found_and_good_leather_is_not(learned) -> None:
@@ -88,6 +90,76 @@ def test_a_pasted_defect_is_found_and_good_leather_is_not(learned) -> None:
     assert raw["anomaly_map"].shape == (2, 1, 16, 16) and raw["pred_score"].shape == (2,)
     assert raw["pred_score"][0] < THRESHOLD <= raw["pred_score"][1]
     np.testing.assert_allclose(raw["pred_score"], raw["anomaly_map"].max(axis=(1, 2, 3)))
+
+
+def test_peak_extent_trims_each_defect_to_its_own_peak() -> None:
+    yy, xx = np.mgrid[0:64, 0:96].astype(np.float32)
+    strong = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 120.0)  # peak 1.0
+    weak = 0.56 * np.exp(-((yy - 40) ** 2 + (xx - 70) ** 2) / 120.0)  # peak 0.56, just over the threshold
+    score = np.maximum(strong, weak)
+    score[60, 2] = 0.9  # one sure pixel alone: under the area filter
+    got = peak_extent(score, 0.5, 0.8, min_area_px=4)
+    assert got[20, 20] and got[40, 70] and not got[60, 2]
+    # the strong defect: down to 0.8 of its peak, not to the threshold; the weak one keeps its core
+    np.testing.assert_array_equal(got[:32, :48], score[:32, :48] >= 0.8)
+    np.testing.assert_array_equal(got[28:, 48:], score[28:, 48:] >= 0.5)
+    assert (score[:32, :48] >= 0.5).sum() > 2 * got[:32, :48].sum()
+    core = score >= 0.5
+    core[60, 2] = False
+    np.testing.assert_array_equal(peak_extent(score, 0.5, 0.0, 4), core)  # fraction 0: down to the threshold
+
+
+def test_a_defect_trimmed_into_pieces_stays_one_defect() -> None:
+    from edge_inspector.evaluation.metrics import BoxStats
+    from edge_inspector.inference.components import peak_extent_detections
+
+    yy, xx = np.mgrid[0:32, 0:64].astype(np.float32)
+    two = np.maximum(np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 40.0), 0.95 * np.exp(-((yy - 16) ** 2 + (xx - 44) ** 2) / 40.0))
+    score = np.where(np.abs(yy - 16) <= 4, np.maximum(two, 0.6), two)  # a ridge at 0.6 joins the two peaks
+    lab = peak_extent_labels(score, 0.5, 0.8, 4)
+    assert cv2.connectedComponents((lab > 0).view(np.uint8))[0] - 1 == 2  # two pieces ...
+    assert set(np.unique(lab)) == {0, 1}  # ... of one defect
+    dets = peak_extent_detections(score, 0.5, 0.8, 4 * 16 * 16, (16.0, 16.0))
+    assert len(dets.score) == 1 and dets.score[0] == pytest.approx(1.0)
+    assert dets.area_px[0] == pytest.approx((lab > 0).sum() * 256)
+    x0, _, x1, _ = dets.xyxy[0]
+    assert x0 <= 16 * 16 and x1 >= 44 * 16  # the box spans both pieces
+    stats = BoxStats(["x"], ["anomaly"], 4)
+    stats.add(lab > 0, np.zeros(lab.shape, bool), None, np.zeros(0, np.int64), np.zeros((0, 4), np.int64), lab)
+    assert (stats.blobs, stats.false_blobs) == (1, 1)
+    stats.add(lab > 0, np.zeros(lab.shape, bool), None, np.zeros(0, np.int64), np.zeros((0, 4), np.int64))
+    assert stats.blobs == 3  # without the labels, each piece is a blob
+
+
+def test_a_learned_model_reports_a_defect_by_its_peak_and_the_station_can_turn_it_off(learned) -> None:
+    _, path, _ = learned
+    bad = with_defect(leather(98), r=14)
+    trimmed, full = load(path), Model.load(ModelCfg(path=str(path), providers=["CPUExecutionProvider"], peak_extent=0))
+    assert trimmed.decoder.peak_extent == 0.8 and full.decoder.peak_extent is None
+    a, b = trimmed.infer(bad[None])[0], full.infer(bad[None])[0]
+    assert len(a.score) >= 1 and len(b.score) >= 1 and a.score.max() == pytest.approx(b.score.max())
+    assert a.area_px.sum() < b.area_px.sum()  # the same defect, drawn closer to its size
+    score = full.decoder.to_dense(full.decoder.to_maps(full.run_raw(bad[None]), 1, bad.shape[:2])).score[0]
+    inside = np.zeros(score.shape, bool)
+    cv2.circle(inside.view(np.uint8), (128, 100), 14, 1, -1)
+    pa, pb = trimmed.decoder.reported(score), full.decoder.reported(score)
+    assert pa[100, 128] and pa.sum() < pb.sum() and (pa & ~pb).sum() == 0
+    dice = [2 * (p & inside).sum() / (p.sum() + inside.sum()) for p in (pa, pb)]
+    assert dice[0] > dice[1], dice
+
+
+def test_peak_extent_out_of_range_is_refused_naming_the_field(learned, tmp_path) -> None:
+    _, path, _ = learned
+    m = onnx.load(str(path))
+    for p in m.metadata_props:
+        if p.key == "edge_inspector.output":
+            p.value = json.dumps({**json.loads(p.value), "peak_extent": 1.5})
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    with pytest.raises(Exception, match="peak_extent"):
+        load(bad)
+    with pytest.raises(ValueError, match="peak_extent"):
+        ModelCfg(path=str(path), peak_extent=1.0)
 
 
 @pytest.mark.parametrize("kind", ["knn", "gauss"])

@@ -171,10 +171,15 @@ class PixelStats:
         }
 
 
-def blobs(pred: np.ndarray, min_area_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of ``pred`` -> (labels (H, W), areas (n+1,), kept (n+1,) bool)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(pred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+def blobs(pred: np.ndarray, min_area_px: float, labels: np.ndarray | None = None,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of ``pred`` -> (labels (H, W), areas (n+1,), kept (n+1,) bool);
+    with ``labels`` (the decoder's ``reported_labels``: a defect in pieces is one) those instead."""
+    if labels is None:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(pred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    else:
+        area = np.bincount(labels.ravel(), minlength=1).astype(np.int64)
     kept = area >= min_area_px
     kept[0] = False  # background
     return labels, area, kept
@@ -198,9 +203,10 @@ class BoxStats:
         return self.names[k] if k < len(self.names) else str(k)
 
     def add(self, pred: np.ndarray, union: np.ndarray, cls_map: np.ndarray | None, cls: np.ndarray,
-            px: np.ndarray) -> None:
-        """One image: predicted mask, union of its boxes, class map, box classes and box px."""
-        labels, area, kept = blobs(pred, self.min_area_px)
+            px: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """One image: predicted mask, union of its boxes, class map, box classes and box px (and
+        the decoder's ``reported_labels``, where a defect can be in pieces)."""
+        labels, area, kept = blobs(pred, self.min_area_px, labels)
         on_blob = kept[labels]
         touches = np.bincount(labels[union], minlength=len(area)) > 0
         self.images += 1

@@ -237,10 +237,11 @@ def evaluate_model(
         tile_sizes.add(t)
         overlaps.add(o)
         gt, cls, box_px = ground_truth(s, hw, len(dataset.names))
-        pred = model.decoder.reported(score)  # what the station would report, not only the surest px
+        labels = model.decoder.reported_labels(score)  # a defect in pieces is one (peak_extent)
+        pred = model.decoder.reported(score) if labels is None else labels > 0  # what the station reports
         d = px.add(score, gt, pred)
         if boxes is not None:
-            boxes.add(pred, gt, cls_map, cls, box_px)
+            boxes.add(pred, gt, cls_map, cls, box_px, labels)
         if box_ap is not None and dets is not None:
             box_ap.add(label_boxes(s, hw, len(dataset.names)), cls, *dets)
         if patches is not None:

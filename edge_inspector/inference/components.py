@@ -204,6 +204,61 @@ def core_extent_pixels(score: np.ndarray, score_threshold: float, extent: float,
     return lut[lab]
 
 
+def peak_extent(score: np.ndarray, score_threshold: float, fraction: float, min_area_px: float) -> np.ndarray:
+    """(H, W) bool: every defect trimmed to its own peak (``peak_extent_labels`` > 0)."""
+    return peak_extent_labels(score, score_threshold, fraction, min_area_px) > 0
+
+
+def peak_extent_labels(score: np.ndarray, score_threshold: float, fraction: float, min_area_px: float) -> np.ndarray:
+    """(H, W) int32: every defect trimmed to its own peak (anomaly maps, ``peak_extent``); 0 =
+    nothing, k = the k-th defect.
+
+    A defect is a connected group of pixels at or above ``score_threshold`` (its *core*) with at
+    least ``min_area_px`` of them (px of this map); reported are its pixels at or above
+    max(threshold, ``fraction`` x its peak). A novelty map spreads a defect's response over the
+    features' reach (a 16 px cell, 3x3 neighbours), so the fixed threshold that decides *whether* a
+    defect is there draws it far too wide; the edge of each defect is where its response has
+    fallen to a fraction of its own peak (weak defects keep their whole core, strong ones lose
+    their halo). A trimmed defect may come apart in pieces: they keep the label of their core (one
+    defect, counted once), and none of them is lost to the area filter, since the core passed it."""
+    core = score >= score_threshold
+    if not core.any():
+        return np.zeros(score.shape, np.int32)
+    m, lab, st, _ = cv2.connectedComponentsWithStats(core.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    peak = np.zeros(m, np.float64)
+    np.maximum.at(peak, lab.ravel(), score.ravel().astype(np.float64))
+    level = np.maximum(float(score_threshold), float(fraction) * peak)
+    level[0] = np.inf  # background
+    level[st[:, cv2.CC_STAT_AREA] < min_area_px] = np.inf
+    keep = score >= level[lab].astype(score.dtype if score.dtype.kind == "f" else np.float64)
+    return np.where(keep, lab, 0).astype(np.int32)
+
+
+def peak_extent_detections(score_map: np.ndarray, score_threshold: float, fraction: float, min_area_px: float,
+                           scale_yx: tuple[float, float]) -> Detections:
+    """``peak_extent_labels`` on a map (``min_area_px`` in tile px) -> one detection per defect:
+    box and area of its trimmed pixels, score its peak, outline its largest piece (tile px)."""
+    sy, sx = scale_yx
+    lab = peak_extent_labels(score_map, score_threshold, fraction, min_area_px / max(sy * sx, 1e-9))
+    ks = np.unique(lab)
+    ks = ks[ks > 0]
+    if not len(ks):
+        return Detections.empty()
+    flat = lab.ravel()
+    on = flat > 0
+    peak = np.zeros(int(ks.max()) + 1)
+    np.maximum.at(peak, flat[on], score_map.ravel()[on].astype(np.float64))
+    area = np.bincount(flat[on], minlength=len(peak)).astype(np.float64) * sy * sx
+    boxes, polys = [], []
+    for k in ks:
+        ys, xs = np.nonzero(lab == k)
+        y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+        boxes.append([x0 * sx, y0 * sy, x1 * sx, y1 * sy])
+        polys.append(_outline((lab[y0:y1, x0:x1] == k).astype(np.uint8), int(x0), int(y0), sx, sy))
+    return Detections(xyxy=np.array(boxes, np.float32), class_id=np.zeros(len(ks), np.int32),
+                      score=peak[ks].astype(np.float32), area_px=area[ks].astype(np.float32), polygons=polys)
+
+
 def core_extent_count(score: np.ndarray, score_threshold: float, extent: float, min_area_px: float) -> int:
     """How many defects ``components(..., extent=...)`` reports on a score map (``calibrate``)."""
     found = _found(score, None, score_threshold, min(extent, score_threshold), min_area_px, None)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from ..detections import Detections, nms, rasterise
-from .components import core_extent_pixels, components, whole_tile
+from .components import core_extent_pixels, components, peak_extent_detections, peak_extent_labels, whole_tile
 from .maps import (
     AnomalyMaps, Boxes, DenseMaps, Maps, SegmentationMaps, TileScores, anomaly_maps, map_scale, segmentation_maps,
     tile_scores, to_tile, yolo_boxes,
@@ -170,6 +170,12 @@ class Decoder(Generic[M]):
         (``to_dense``, stitched over tiles). Here: the score at or above the threshold."""
         return score >= self.score_threshold
 
+    def reported_labels(self, score: np.ndarray) -> np.ndarray | None:
+        """(H, W) int32: which defect each reported pixel belongs to (0: none), where a defect can
+        be in pieces (``AnomalyDecoder`` with ``peak_extent``); None: each connected group of
+        ``reported`` pixels is one defect."""
+        return None
+
 
 class SegmentationDecoder(Decoder[SegmentationMaps]):
     """Class map (+ optional score map), (N, C, h, w) logits/probabilities with background
@@ -303,6 +309,21 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
     name = "anomaly"
     OUTPUT_KEYS = ("anomaly_map", "pred_mask", "pred_score")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak_extent = self._peak_extent()
+
+    def _peak_extent(self) -> float | None:
+        """``"peak_extent": fraction`` in the output spec (learn-good writes 0.8; the station's
+        ``[model] peak_extent`` wins): each defect is reported down to that fraction of its own
+        peak, not down to the threshold (``components.peak_extent``); 0 or absent: off."""
+        f = self.spec.get("peak_extent")
+        if f is None:
+            return None
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= float(f) < 1.0:
+            raise ValueError(f"output 'peak_extent' must be a fraction of the peak within 0..1 (0 = off), got {f!r}")
+        return float(f) or None
+
     def check_outputs(self, outputs, batch, tile_hw):
         amap = _named(outputs, self.spec, "anomaly_map", "anomaly_map")
         pmask = None if amap is not None else _named(outputs, self.spec, "pred_mask", "pred_mask")
@@ -337,10 +358,15 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
         ref = amap if amap is not None else pmask
         scale = map_scale(ref.shape[-2:], maps.tile_hw, maps.stride)  # type: ignore[union-attr]
         out = []
+        trim = self.peak_extent if amap is not None else None
         for i in range(len(ref)):  # type: ignore[arg-type]
             label = (amap[i] >= self.score_threshold) if amap is not None else (pmask[i] > 0)
             if not label.any():
                 out.append(Detections.empty())
+                continue
+            if trim:
+                out.append(peak_extent_detections(amap[i], self.score_threshold, trim,  # type: ignore[index]
+                                                  self.min_area_px, scale))
                 continue
             out.append(
                 components(
@@ -351,6 +377,15 @@ class AnomalyDecoder(Decoder[AnomalyMaps]):
                 )
             )
         return out
+
+    def reported(self, score):
+        labels = self.reported_labels(score)
+        return super().reported(score) if labels is None else labels > 0
+
+    def reported_labels(self, score):
+        if self.peak_extent is None:
+            return None
+        return peak_extent_labels(score, self.score_threshold, self.peak_extent, self.min_area_px)
 
     def to_dense(self, maps, *, anomaly_range=None, raw=False):
         """The anomaly score at tile px (bilinear), class map None.

@@ -148,7 +148,8 @@ class Model:
         try:
             decoder = DECODERS[contract.decoder](
                 class_names=list(contract.classes), score_threshold=score_threshold,
-                min_area_px=min_area_px, spec={**contract.output, **cfg.outputs},  # the station's names win
+                min_area_px=min_area_px, spec={**contract.output, **cfg.outputs,  # the station's names win
+                      **({} if cfg.peak_extent is None else {"peak_extent": cfg.peak_extent})},
                 class_thresholds=cfg.class_thresholds,
             )
             decoder.check_names(contract.outputs)

@@ -59,6 +59,9 @@ FALLBACK_QUANTILE = 0.999
 SAMPLE = 20_000  # patches for the map's scale and the fallback quantile
 HOLE_FILL_MM = 24.0  # holes in a hide up to about this size are inspected (leather mask closing)
 DEFAULT_MM_PER_PX = 0.37
+# a defect's edge: where its response falls to this fraction of its own peak (pixel proxy, 4 seeds:
+# pooled Dice 0.62-0.65 / 0.53 against 0.36-0.44 down to the threshold; docs/models.md)
+PEAK_EXTENT = 0.8
 KFOLD_UNITS = 16  # image folders with fewer units: every unit held out once (k-fold), not every k-th
 
 
@@ -72,6 +75,7 @@ class LearnOptions:
     holdout_every: int = 4
     mm_per_px: float | None = None  # image folders; default the station camera's, else 0.37
     min_area_px: float | None = None  # default (cell / 2)²
+    peak_extent: float = PEAK_EXTENT  # each defect reported down to this fraction of its peak (0: off)
     batch: int = 4
     seed: int = 0
     threads: int = 0
@@ -284,6 +288,8 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
         raise InputError(f"--bank must be >= 1 and <= --reservoir ({opts.reservoir}), got {opts.bank}")
     if opts.downscale not in (1, 2, 4):
         raise InputError(f"--downscale must be 1, 2 or 4, got {opts.downscale}")
+    if not 0.0 <= opts.peak_extent < 1.0:
+        raise InputError(f"--peak-extent must be a fraction of the peak within 0..1 (0 = off), got {opts.peak_extent:g}")
     if opts.budget <= 0:
         raise InputError(f"--budget must be > 0 false defects per m², got {opts.budget:g}")
     if not sources:
@@ -403,7 +409,8 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
     rep.distance_at_threshold = round(float(d_thr), 5)
     rep.seconds = round(time.perf_counter() - t0, 1)
     rep.sources = [{"path": str(s.resolve()), "kind": "images" if s.is_dir() else "recording"} for s in sources]
-    info = {"learn_good": {k: v for k, v in rep.as_dict().items() if k not in ("out", "sources")}}
+    info = {"learn_good": {k: v for k, v in rep.as_dict().items() if k not in ("out", "sources")},
+            "peak_extent": opts.peak_extent}
     spec = ModelSpec(channels, opts.downscale, max(d_thr, 1e-6), mm_per_px, min_area, mask, info)
     model = build_model(head, spec)
     model.metadata_props.add(key="edge_inspector.learn_good.sources", value=json.dumps(rep.sources))
