@@ -124,6 +124,14 @@ def test_a_defect_trimmed_into_pieces_stays_one_defect() -> None:
     assert dets.area_px[0] == pytest.approx((lab > 0).sum() * 256)
     x0, _, x1, _ = dets.xyxy[0]
     assert x0 <= 16 * 16 and x1 >= 44 * 16  # the box spans both pieces
+    # fraction 0: the plain components of the threshold, box for box
+    from edge_inspector.inference.components import components
+    plain = components((score >= 0.5).view(np.uint8), score, scale_yx=(16.0, 16.0), score_threshold=0.5,
+                       min_area_px=4 * 256, n_classes=1)
+    zero = peak_extent_detections(score, 0.5, 0.0, 4 * 256, (16.0, 16.0))
+    np.testing.assert_allclose(zero.xyxy, plain.xyxy)
+    np.testing.assert_allclose(zero.area_px, plain.area_px)
+    assert zero.area_px[0] > dets.area_px[0]
     stats = BoxStats(["x"], ["anomaly"], 4)
     stats.add(lab > 0, np.zeros(lab.shape, bool), None, np.zeros(0, np.int64), np.zeros((0, 4), np.int64), lab)
     assert (stats.blobs, stats.false_blobs) == (1, 1)

@@ -244,19 +244,24 @@ def peak_extent_detections(score_map: np.ndarray, score_threshold: float, fracti
     ks = ks[ks > 0]
     if not len(ks):
         return Detections.empty()
-    flat = lab.ravel()
-    on = flat > 0
-    peak = np.zeros(int(ks.max()) + 1)
-    np.maximum.at(peak, flat[on], score_map.ravel()[on].astype(np.float64))
-    area = np.bincount(flat[on], minlength=len(peak)).astype(np.float64) * sy * sx
-    boxes, polys = [], []
-    for k in ks:
-        ys, xs = np.nonzero(lab == k)
-        y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
-        boxes.append([x0 * sx, y0 * sy, x1 * sx, y1 * sy])
-        polys.append(_outline((lab[y0:y1, x0:x1] == k).astype(np.uint8), int(x0), int(y0), sx, sy))
-    return Detections(xyxy=np.array(boxes, np.float32), class_id=np.zeros(len(ks), np.int32),
-                      score=peak[ks].astype(np.float32), area_px=area[ks].astype(np.float32), polygons=polys)
+    ys, xs = np.nonzero(lab)
+    k = lab[ys, xs]
+    n = int(ks.max()) + 1
+    peak = np.zeros(n)
+    np.maximum.at(peak, k, score_map[ys, xs].astype(np.float64))
+    area = np.bincount(k, minlength=n).astype(np.float64) * sy * sx
+    y0, x0 = np.full(n, lab.shape[0]), np.full(n, lab.shape[1])
+    y1, x1 = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.minimum.at(y0, k, ys)
+    np.minimum.at(x0, k, xs)
+    np.maximum.at(y1, k, ys + 1)
+    np.maximum.at(x1, k, xs + 1)
+    y0, x0, y1, x1 = y0[ks], x0[ks], y1[ks], x1[ks]
+    polys = [_outline((lab[a:b, c:d] == j).astype(np.uint8), int(c), int(a), sx, sy)
+             for j, a, c, b, d in zip(ks, y0, x0, y1, x1)]
+    return Detections(xyxy=np.stack([x0 * sx, y0 * sy, x1 * sx, y1 * sy], 1).astype(np.float32),
+                      class_id=np.zeros(len(ks), np.int32), score=peak[ks].astype(np.float32),
+                      area_px=area[ks].astype(np.float32), polygons=polys)
 
 
 def core_extent_count(score: np.ndarray, score_threshold: float, extent: float, min_area_px: float) -> int:
