@@ -156,6 +156,31 @@ def test_a_learned_model_reports_a_defect_by_its_peak_and_the_station_can_turn_i
     assert dice[0] > dice[1], dice
 
 
+def test_eval_model_scores_the_trimmed_defects(learned, tmp_path) -> None:
+    """MVTec layout made here: pooled Dice with the extent rule beats down-to-the-threshold."""
+    from edge_inspector.evaluation.datasets import find_dataset
+    from edge_inspector.evaluation.model_eval import evaluate_model
+
+    _, path, _ = learned
+    root = tmp_path / "mv"
+    for sub in ("test/good", "test/spot", "ground_truth/spot"):
+        (root / sub).mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(root / "test/good" / f"{i}.png"), cv2.cvtColor(leather(200 + i), cv2.COLOR_RGB2BGR))
+        xy = (60 + 60 * i, 90 + 30 * i)
+        cv2.imwrite(str(root / "test/spot" / f"{i}.png"), cv2.cvtColor(with_defect(leather(300 + i), xy, 12), cv2.COLOR_RGB2BGR))
+        gt = np.zeros((256, 256), np.uint8)
+        cv2.circle(gt, xy, 12, 255, -1)
+        cv2.imwrite(str(root / "ground_truth/spot" / f"{i}_mask.png"), gt)
+    ds = find_dataset(root)
+    on = evaluate_model(load(path), ds)
+    off = evaluate_model(Model.load(ModelCfg(path=str(path), providers=["CPUExecutionProvider"], peak_extent=0)), ds)
+    assert on["model"]["peak_extent"] == 0.8 and off["model"]["peak_extent"] is None
+    assert on["pixel"]["auroc"] == off["pixel"]["auroc"]  # the scores are the same, only the extent differs
+    assert on["pixel"]["pred_px"] < off["pixel"]["pred_px"]
+    assert on["pixel"]["dice_pooled"] > off["pixel"]["dice_pooled"], (on["pixel"], off["pixel"])
+
+
 def test_peak_extent_out_of_range_is_refused_naming_the_field(learned, tmp_path) -> None:
     _, path, _ = learned
     m = onnx.load(str(path))

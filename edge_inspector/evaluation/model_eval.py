@@ -259,7 +259,7 @@ def evaluate_model(
         "model": {
             "path": str(model.path), "kind": model.kind, "classes": model.class_names,
             "provider": model.provider, "threshold": thr, "min_area_px": model.min_area_px,
-            "anomaly_scaling": scaling,
+            "anomaly_scaling": scaling, "peak_extent": getattr(model.decoder, "peak_extent", None),
         },
         "dataset": {
             "root": str(dataset.root), "layout": dataset.layout, "split": dataset.split,

@@ -15,7 +15,8 @@ def format_report(r: dict[str, Any]) -> str:
     L = [
         f"Model   {m['path']} ({m['kind']}, classes {', '.join(m['classes'])}) on {m['provider']}",
         f"        threshold {m['threshold']:g}" + (f", anomaly maps scaled {m['anomaly_scaling']}"
-                                                  if m["anomaly_scaling"] != "-" else ""),
+                                                  if m["anomaly_scaling"] != "-" else "")
+        + (f", each defect drawn down to {m['peak_extent']:g} of its peak (peak_extent)" if m.get("peak_extent") else ""),
         f"Dataset {d['root']} ({d['layout']}, split {d['split']}): {d['images']} of {d['images_total']} images,"
         f" {d['defective_images']} with defects",
         f"Tiling  tile {'/'.join(map(str, t['tile']))} px, overlap {'/'.join(map(str, t['overlap']))} px,"
