@@ -194,6 +194,10 @@ def cmd_learn_good(a: argparse.Namespace) -> int:
         for bar in bars.values():
             bar.close()
     print(format_report(rep))
+    if a.speed_check:
+        from .novelty.learn import format_speed, speed_check
+
+        print(format_speed(*speed_check(Path(a.out), station), opts))
     return 0
 
 
@@ -457,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-area-px", type=float, help="smallest reported blob in tile px (default (cell / 2)^2 = 64)")
     s.add_argument("--batch", type=int, default=1, help="tiles per extractor call (default 1: as fast on a CPU as 4,"
                    " a third of the memory)")
+    s.add_argument("--no-speed-check", dest="speed_check", action="store_false",
+                   help="skip timing the learned model on this machine against the station's line rate")
     s.add_argument("--peak-extent", type=float, default=0.8,
                    help="each defect is reported down to this fraction of its own peak, the threshold decides only"
                    " whether it is there (default 0.8; 0 = down to the threshold; docs/models.md)")

@@ -240,6 +240,13 @@ def test_learn_good_cli_and_bad_input(good_folder, tmp_path, capsys) -> None:
     assert main(["learn-good", str(good_folder), "--out", str(out), "--bank", "64", "--method", "gauss"]) == 0
     text = capsys.readouterr().out
     assert "learn-good (gauss): 4 units" in text and f"wrote {out}" in text and out.is_file()
+    # the learned model timed here against the line it is for (the default station: 2048 px tiles)
+    speed = next(line for line in text.splitlines() if line.strip().startswith("speed"))
+    tps, needed = float(speed.split()[1]), float(speed.split("needs ")[1].split()[0].rstrip(":"))
+    assert tps > 0 and needed > 0 and "tiles/s of 2048 px here" in speed
+    assert ("headroom" in speed) == (tps >= needed) and ("NOT enough" in speed) == (tps < needed)
+    assert main(["learn-good", str(good_folder), "--out", str(out), "--method", "gauss", "--no-speed-check"]) == 0
+    assert "speed" not in capsys.readouterr().out
     assert main(["learn-good", str(tmp_path / "missing"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "missing: not found" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
     empty = tmp_path / "empty"

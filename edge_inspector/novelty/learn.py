@@ -420,6 +420,50 @@ def learn_good(sources: list[Path], out: Path, station: Station, opts: LearnOpti
     return rep
 
 
+SPEED_TILES = 3  # timed calls (after one warm-up) of the speed check
+
+
+def speed_check(path: Path, station: Station) -> tuple[float, float, int]:
+    """(tiles/s of the learned model alone on this machine, tiles/s the station's line needs,
+    tile px): the station's runtime and providers, one tile at a time, as many side by side as the
+    pipeline runs (``Model.parallel``); the speed depends on the CPU as much as on the model
+    (docs/models.md: 2.2 against 6.5 tiles/s for the same model on two 2-core hosts)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..bench import needed_tiles_per_s
+    from ..config import ModelCfg
+    from ..inference import Model
+
+    tile = station.tiling.tile
+    c = station.model  # its runtime, not its decoding settings (those are for the station's own model)
+    model = Model.load(ModelCfg(path=str(path), providers=c.providers, cpu_runtime=c.cpu_runtime,
+                                cpu_precision=c.cpu_precision, intra_op_threads=c.intra_op_threads,
+                                cpu_streams=c.cpu_streams))
+    x = np.zeros((1, tile, tile, station.camera.channels), np.uint8)
+    model.run_raw(x)
+    n = max(1, model.parallel)
+    with ThreadPoolExecutor(n) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(lambda _: model.run_raw(x), range(SPEED_TILES * n)))
+        secs = time.perf_counter() - t0
+    return SPEED_TILES * n / max(secs, 1e-9), needed_tiles_per_s(station), tile
+
+
+def format_speed(tps: float, needed: float, tile: int, opts: LearnOptions) -> str:
+    """The speed check's line: what the model does here against what the line needs, and what
+    would make it faster (factors measured on a 2-core AVX2 host, docs/models.md)."""
+    line = (f"  speed          {tps:.2f} tiles/s of {tile} px here (the model alone); the station's line needs"
+            f" {needed:.2f}")
+    if tps >= needed:
+        return line + f": headroom {tps / needed:.2f}"
+    knn = opts.method == "knn"
+    tips = ((["--bank 256 (1.3x)"] if knn and opts.bank > 256 else [])
+            + (["--downscale 4 (2-3x; 32 px cells: small defects fade)"] if opts.downscale < 4 else [])
+            + (["--method gauss (1.2x)"] if knn else []))
+    return (line + f": NOT enough here ({tps / needed:.2f} of it)." + (f" Faster: {', '.join(tips)}." if tips else "")
+            + " Measure on the station's own PC: edge-inspector bench --model ...")
+
+
 def format_report(rep: LearnReport) -> str:
     lines = [
         f"learn-good ({rep.method}): {rep.units} units of good leather, {rep.patches:,} training patches,"
