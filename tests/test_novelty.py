@@ -221,6 +221,58 @@ def test_the_onnx_distance_head_matches_the_numpy_reference(kind, tmp_path) -> N
     assert (want > THRESHOLD).any() and (want < THRESHOLD).any()  # a comparison on both sides of the threshold
 
 
+def test_the_input_stage_is_the_extractor_on_the_averaged_tile() -> None:
+    """One convolution averages 2x2 px, repeats a grey channel and normalises (features.input_nodes):
+    the features must be those of the shipped extractor on the average-pooled float tile."""
+    import onnxruntime as ort
+
+    from edge_inspector.novelty.features import FEATURES_ONNX
+
+    rng = np.random.default_rng(3)
+    tile = leather(7, 128)[:64, :96].copy()
+    tile[20:30, 40:60] = rng.integers(0, 256, (10, 20, 3), np.uint8)  # noise the pooling must average, not skip
+    ex = ort.InferenceSession(str(FEATURES_ONNX), providers=["CPUExecutionProvider"])
+
+    def reference(rgb: np.ndarray) -> np.ndarray:
+        f = rgb.astype(np.float32).transpose(2, 0, 1)[None]
+        pooled = f.reshape(1, 3, 32, 2, 48, 2).mean(axis=(3, 5))
+        return ex.run(None, {"image": pooled})[0].transpose(0, 2, 3, 1)
+
+    got = FeatureExtractor(3, 2).embed(tile[None])
+    np.testing.assert_allclose(got, reference(tile), rtol=1e-4, atol=1e-4)
+    grey = tile[..., 1:2]
+    got = FeatureExtractor(1, 2).embed(grey[None])
+    np.testing.assert_allclose(got, reference(np.repeat(grey, 3, axis=2)), rtol=1e-4, atol=1e-4)
+    assert np.abs(got).max() > 0.1  # features, not zeros
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_leather_mask_in_the_graph_is_the_hide_rule_on_4x4_averages(channels) -> None:
+    """graph._mask_nodes: per 16 px cell, the mean over its 4 x 4 averages (of 4 x 4 px each) of
+    the mean over channels of |average - belt_level|, > threshold; belt and hide cells both."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(4)
+    level, thr = np.array([38.0, 40.0, 42.0])[:channels], 28.0
+    cells = rng.uniform(0, 2.2 * thr, (8, 8)) * rng.choice([-1.0, 1.0], (8, 8))  # both sides of the threshold
+    tile = level + np.kron(cells, np.ones((16, 16)))[..., None] + rng.normal(0, 6.0, (128, 128, channels))
+    tile[:16, :16] = level + 3 * thr * (np.indices((16, 16)).sum(0) % 2)[..., None] - 1.5 * thr  # level -/+ 1.5 thr
+    tile = np.clip(np.rint(tile), 0, 255).astype(np.uint8)
+    x = np.zeros((4, 152), np.float32)
+    model = build_model(Head("knn", bank=x), ModelSpec(channels, 2, 1.0, 0.37, 64, LeatherMask(list(level), thr, 0, 0)))
+    model.graph.output.append(helper.make_tensor_value_info("leather", TensorProto.FLOAT, None))
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["leather"], {"image": tile[None]})[0][0, 0]
+    avg = tile.astype(np.float64).reshape(32, 4, 32, 4, channels).mean(axis=(1, 3))
+    per_cell = np.abs(avg - level).mean(axis=2).reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    clear = np.abs(per_cell - thr) > 1e-3
+    assert got.shape == (8, 8) and 10 < (per_cell > thr).sum() < 54
+    np.testing.assert_array_equal(got[clear] > 0.5, (per_cell > thr)[clear])
+    # a fine checkerboard of hide colour on the belt averages out: belt, where every px reads hide
+    every = np.abs(tile.astype(np.float64) - level).mean(axis=2).reshape(8, 16, 8, 16).mean(axis=(1, 3))
+    assert got[0, 0] == 0.0 and every[0, 0] > thr
+
+
 def test_memory_stays_bounded_and_the_coreset_covers_rare_patches() -> None:
     rng = np.random.default_rng(0)
     r = Reservoir(1000, 4)

@@ -6,19 +6,22 @@
 
 Distance heads:
 
-- ``knn``: distance to the nearest patch of the memory bank (m, 152): a 1x1 convolution with
-  weights -2 x bank and bias |bank|² picks the nearest patch (arg min), then |x - patch| is
-  computed directly (|x|² - 2 x.m + |m|² cancels badly when OpenVINO runs in bf16: 0.3 on the
-  0..1 map where the distance is 0). Cost per cell 152 x m multiply-adds: size the bank for the
-  speed the line needs (docs/models.md).
+- ``knn``: distance to the nearest patch of the memory bank (m, 152), all in the bank's centred
+  coordinates (x - mu, m - mu): |x - m|² = |x - mu|² + min over m of (|m - mu|² - 2 (x - mu).(m - mu)),
+  the minimum by a 1x1 convolution (weights -2 (m - mu), bias |m - mu|²) and ReduceMin. Centring
+  keeps the cancellation small (|x - mu|² is ~60 % of |x|² on leather; in float32 the distance is
+  within 4e-5 of float64 on 8K tiles, where the threshold is ~40). It replaced an ArgMin, Gather and subtraction (the same
+  distance; OpenVINO's ArgMin over 1024 channels alone took 62 ms of a 2048² tile). The runtime keeps
+  OpenVINO in f32 for these models (``cpu_precision`` below). Cost per cell 152 x m multiply-adds:
+  size the bank for the speed the line needs (docs/models.md).
 - ``gauss``: Mahalanobis distance to one Gaussian of all good patches: x - mean, a 1x1
   convolution with the whitening W, then the root of the sum of squares (152 x 152 per cell).
 
 The map is scaled so that the threshold learn-good chose is 0.5 (1.0 = twice that distance),
 so ``edge_inspector.score_threshold`` = 0.5 and ``calibrate`` can move it on the same scale.
 ``leather`` (optional, models learned from recordings): the station's hide detection in the
-graph (mean |pixel - belt_level| > threshold per cell), holes up to ``fill_cells`` cells closed,
-then eroded by ``margin_cells`` cells, so the belt and the hide outline (not in the memory bank:
+graph (mean |pixel - belt_level| > threshold per cell, on 4 x 4 px averages),
+holes up to ``fill_cells`` cells closed, then eroded by ``margin_cells`` cells, so the belt and the hide outline (not in the memory bank:
 learn-good learns hide pixels only) do not light up, while a hole in a hide does.
 """
 
@@ -32,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .features import EMBED_DIM, EMBEDDING, PIXELS, cell_px, input_nodes, make_model
+from .features import EMBED_DIM, EMBEDDING, TILE_F, cell_px, input_nodes, make_model
 
 ANOMALY_MAP = "anomaly_map"
 PRED_SCORE = "pred_score"
@@ -89,19 +92,19 @@ def _head_nodes(head: Head) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
     n = helper.make_node
     if head.kind == "knn":
         bank = np.asarray(head.bank, np.float32)
-        inits = [_init("head/w", (-2.0 * bank)[:, :, None, None]), _init("head/bb", np.einsum("ij,ij->i", bank, bank)),
-                 _init("head/bank", bank)]
-        nodes = [  # the nearest patch by |m|² - 2 x.m, then |x - m| to it: no cancellation in bf16
-            n("Conv", [EMBEDDING, "head/w", "head/bb"], ["head/c"]),
-            n("ArgMin", ["head/c"], ["head/i"], axis=1, keepdims=1),  # (B, 1, h, w)
-            n("Gather", ["head/bank", "head/i"], ["head/m"], axis=0),  # (B, 1, h, w, D)
-            n("Transpose", [EMBEDDING], ["head/xt"], perm=[0, 2, 3, 1]),  # (B, h, w, D)
-            n("Unsqueeze", ["head/xt", "head/ax1"], ["head/x5"]),  # (B, 1, h, w, D)
-            n("Sub", ["head/x5", "head/m"], ["head/r"]),
-            n("ReduceSumSquare", ["head/r"], ["head/d2"], axes=[-1], keepdims=0),
-            n("Sqrt", ["head/d2"], ["dist"]),
+        mu = bank.mean(axis=0)
+        mc = bank - mu  # centred: |x - mu|² stays small next to |x|², so the sum below cancels little
+        inits = [_init("head/mu", mu[None, :, None, None]), _init("head/w", (-2.0 * mc)[:, :, None, None]),
+                 _init("head/bb", np.einsum("ij,ij->i", mc, mc))]
+        nodes = [  # |x - m|² = |x - mu|² + min over m of (|m - mu|² - 2 (x - mu).(m - mu))
+            n("Sub", [EMBEDDING, "head/mu"], ["head/xc"]),
+            n("Conv", ["head/xc", "head/w", "head/bb"], ["head/c"]),
+            n("ReduceMin", ["head/c"], ["head/cmin"], axes=[1], keepdims=1),
+            n("ReduceSumSquare", ["head/xc"], ["head/x2"], axes=[1], keepdims=1),
+            n("Add", ["head/x2", "head/cmin"], ["head/d2"]),
+            n("Relu", ["head/d2"], ["head/d2p"]),
+            n("Sqrt", ["head/d2p"], ["dist"]),
         ]
-        inits += [_init("head/ax1", np.array([1], np.int64))]
     elif head.kind == "gauss":
         w = np.asarray(head.w, np.float32)
         mu = np.linalg.solve(w.astype(np.float64), -np.asarray(head.b, np.float64)).astype(np.float32)
@@ -117,18 +120,33 @@ def _head_nodes(head: Head) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
     return nodes, inits
 
 
+MASK_SAMPLES = 4  # the leather mask reads each cell as 4 x 4 averages of its px
+
+
 def _mask_nodes(mask: LeatherMask, channels: int, cell: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """``PIXELS`` -> ``leather`` (B, 1, h, w) float 0 / 1."""
+    """``features.TILE_F`` -> ``leather`` (B, 1, h, w) float 0 / 1.
+
+    The station's hide rule (``hide_tracker``: mean over channels of |px - belt_level| >
+    threshold), per cell on ``MASK_SAMPLES`` x ``MASK_SAMPLES`` averages of its px (a 16 px cell:
+    averages of 4 x 4 px), made by one strided convolution of the float tile as the input stage
+    reads it. On every px in NCHW this mask took ~9 % of the learned model's time on a 2048² tile;
+    every 4th px sampled instead of averaged let one more hide-edge cell through on the good 8K
+    recording and raised learn-good's threshold by 9 %, averages kept it (docs/performance.md)."""
     n = helper.make_node
+    k = max(1, cell // MASK_SAMPLES)
     level = np.asarray(mask.belt_level, np.float32)
-    level = (level[:channels] if len(level) >= channels else np.full(channels, level.mean(), np.float32))
-    inits = [_init("mask/level", level.reshape(1, channels, 1, 1)), _init("mask/thr", np.float32(mask.threshold)),
-             _init("mask/one", np.float32(1.0))]
+    level = level[:channels] if len(level) >= channels else np.full(channels, level.mean(), np.float32)
+    w = np.zeros((channels, 1, k, k * channels), np.float32)  # out channel c <- its interleaved values
+    for c in range(channels):
+        w[c, 0, :, c::channels] = 1.0 / (k * k)
+    inits = [_init("mask/w", w), _init("mask/level", level.reshape(1, channels, 1, 1)),
+             _init("mask/thr", np.float32(mask.threshold)), _init("mask/one", np.float32(1.0))]
     nodes = [
-        n("Sub", [PIXELS, "mask/level"], ["mask/diff"]),
+        n("Conv", [TILE_F, "mask/w"], ["mask/avg"], kernel_shape=[k, k * channels], strides=[k, k * channels]),
+        n("Sub", ["mask/avg", "mask/level"], ["mask/diff"]),
         n("Abs", ["mask/diff"], ["mask/abs"]),
         n("ReduceMean", ["mask/abs"], ["mask/mean"], axes=[1], keepdims=1),
-        n("AveragePool", ["mask/mean"], ["mask/cellmean"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        n("AveragePool", ["mask/mean"], ["mask/cellmean"], kernel_shape=[cell // k] * 2, strides=[cell // k] * 2),
         n("Greater", ["mask/cellmean", "mask/thr"], ["mask/hideb"]),
         n("Cast", ["mask/hideb"], ["mask/hide"], to=TensorProto.FLOAT),
     ]
