@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--station", help="station TOML (camera channels and scale, hide detection, tiling)")
     s.add_argument("--method", choices=("knn", "gauss"), default="knn",
                    help="knn: nearest patch of a coreset memory bank (default); gauss: Mahalanobis to one Gaussian")
-    s.add_argument("--bank", type=int, default=1024, help="knn: memory bank size in patches (default 1024; the"
+    s.add_argument("--bank", type=int, default=512, help="knn: memory bank size in patches (default 512; the"
                    " model's cost grows with it)")
     s.add_argument("--reservoir", type=int, default=100_000, help="knn: patches sampled before the coreset (default 100000)")
     s.add_argument("--downscale", type=int, choices=(1, 2, 4), default=2,
