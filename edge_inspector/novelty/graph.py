@@ -10,9 +10,11 @@ Distance heads:
   coordinates (x - mu, m - mu): |x - m|² = |x - mu|² + min over m of (|m - mu|² - 2 (x - mu).(m - mu)),
   the minimum by a 1x1 convolution (weights -2 (m - mu), bias |m - mu|²) and ReduceMin. Centring
   keeps the cancellation small (|x - mu|² is ~60 % of |x|² on leather; in float32 the distance is
-  within 4e-5 of float64 on 8K tiles, where the threshold is ~40). It replaced an ArgMin, Gather and subtraction (the same
-  distance; OpenVINO's ArgMin over 1024 channels alone took 62 ms of a 2048² tile). The runtime keeps
-  OpenVINO in f32 for these models (``cpu_precision`` below). Cost per cell 152 x m multiply-adds:
+  within 4e-5 of float64 on 8K tiles, where the threshold is ~40). It replaced an ArgMin, Gather
+  and subtraction (the same distance; OpenVINO's ArgMin over 1024 channels alone took 62 ms of a
+  2048² tile). It runs in the
+  station's ``cpu_precision`` (bf16 where the CPU has it: the map moves by 0.002 on average);
+  gauss models pin f32 (``cpu_precision`` below). Cost per cell 152 x m multiply-adds:
   size the bank for the speed the line needs (docs/models.md).
 - ``gauss``: Mahalanobis distance to one Gaussian of all good patches: x - mean, a 1x1
   convolution with the whitening W, then the root of the sum of squares (152 x 152 per cell).
@@ -205,10 +207,13 @@ def build_model(head: Head, spec: ModelSpec) -> onnx.ModelProto:
         "score_threshold": f"{THRESHOLD:g}",
         "min_area_px": f"{spec.min_area_px:g}",
         "mm_per_px": f"{spec.mm_per_px:g}",
-        # OpenVINO in bf16 moves the features by ~0.4 %: the knn map by 0.09 (mean, 0..1 scale) and the
-        # Mahalanobis map by 0.5; the runtime honours this over [model] cpu_precision (runtime.py)
-        "cpu_precision": "f32",
     }
+    if head.kind == "gauss":
+        # OpenVINO in bf16 moves the features by ~0.4 %, the Mahalanobis map by 0.5 (the whitening
+        # amplifies it); the runtime honours this over [model] cpu_precision (runtime.py). The
+        # centred knn head takes the station's precision: in bf16 its map moved by 0.002 on
+        # average, 0.015 at most, and the pixel proxy scored the same (docs/models.md)
+        meta["cpu_precision"] = "f32"
     for k, v in meta.items():
         model.metadata_props.add(key=f"edge_inspector.{k}", value=v)
     onnx.checker.check_model(model)
