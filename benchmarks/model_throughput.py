@@ -8,6 +8,12 @@ ratios hold on a noisy machine where absolute figures swing 2-3x.
 MODEL: an .onnx file or builtin:NAME. The tiles are the first 16 2048² tiles of the recording's
 lines from line 2048 on (hides and belt, as a station sees them). Figures: docs/models.md
 ("Novelty (learn-good)", speed) and docs/performance.md.
+
+Seen twice on 2026-12-03 (OpenVINO 2026.4.1, 4 models compiled in one process, 2 threads each):
+the run hung with both threads inside ``InferRequest.infer`` (``tensor.data[:] = inputs`` in
+OpenVINO's data dispatcher) and the machine idle; a run with one model, or with 7 models an hour
+earlier, did not. Not reproduced in the station's pipeline (one model); not explained yet. Kill
+it and give fewer models per run.
 """
 
 from __future__ import annotations
